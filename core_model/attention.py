@@ -1,0 +1,195 @@
+"""Multi-head Latent Attention (MLA) of DeepSeek-V2/V3, with decoupled RoPE and YaRN.
+
+Keys and values are compressed into one latent `c_kv` of `kv_lora_rank` values per token plus
+one shared rotary key of `qk_rope_head_dim` values (https://arxiv.org/abs/2405.04434, sec. 2.1).
+This module holds the decompressed form: the latent is expanded through `kv_b_proj` into
+per-head keys and values, then scaled dot-product attention runs over them. It is the reference
+for training and prefill; the engine's absorbed-weight decode over a latent cache lives in
+`core_model/engine`. It knows nothing of caches, batching or adapters.
+
+Legend: B batch, T query tokens, S key tokens, D hidden size, H heads, C kv_lora_rank,
+R qk_rope_head_dim, N qk_nope_head_dim, V v_head_dim, Q q_lora_rank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MoEConfig, yarn_mscale
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in float32 whatever the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for the rotary part of queries and keys, with optional YaRN scaling."""
+
+    def __init__(self, config: MoEConfig) -> None:
+        super().__init__()
+        self.config = config
+        inv_freq, self.attention_factor = rope_frequencies(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def reset_buffers(self) -> None:
+        self.inv_freq = rope_frequencies(self.config)[0].to(self.inv_freq.device)
+
+    def forward(self, position_ids_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns cos and sin, each [B, T, R/2] in float32."""
+        angles = position_ids_BT[..., None].float() * self.inv_freq.float()
+        return angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
+
+
+def rope_frequencies(config: MoEConfig) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies [R/2] and the cos/sin magnitude (1.0 without YaRN)."""
+    dim, base = config.qk_rope_head_dim, config.rope_theta
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    rope = config.rope_scaling
+    if rope is None or rope.get("type") != "yarn":
+        return inv_freq, 1.0
+    # YaRN: interpolate the low frequencies, keep the high ones, ramp in between.
+    factor = rope.get("factor") or config.max_position_embeddings / rope["original_max_position_embeddings"]
+    original_max = rope.get("original_max_position_embeddings", config.max_position_embeddings)
+    beta_fast, beta_slow = rope.get("beta_fast") or 32, rope.get("beta_slow") or 1
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(original_max / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
+    if low == high:
+        high += 0.001  # avoid a zero-width ramp
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    inv_freq = (inv_freq / factor) * ramp + inv_freq * (1 - ramp)
+    attention_factor = rope.get("attention_factor")
+    if attention_factor is None:
+        mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
+        if mscale and mscale_all_dim:
+            attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+    return inv_freq, float(attention_factor)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleave: bool) -> torch.Tensor:
+    """Rotates the last dim of x [..., T, heads, R] by cos/sin [..., T, R/2].
+
+    With `interleave` the checkpoint stores rotary dims as pairs (x0, x1), (x2, x3), ...;
+    the result is laid out as (all first halves, all second halves) in both cases. Queries and
+    keys get the same layout, so their dot products are those of the checkpoint.
+    """
+    if interleave:
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+    else:
+        x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads
+    x1, x2 = x1.float(), x2.float()
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+
+class MultiHeadLatentAttention(nn.Module):
+    """MLA in the decompressed form. Parameter names are those of the Hugging Face checkpoints."""
+
+    def __init__(self, config: MoEConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, h = config.hidden_size, config.num_attention_heads
+        self.num_heads = h
+        if config.q_lora_rank is None:
+            self.q_proj = nn.Linear(d, h * config.qk_head_dim, bias=False)
+        else:
+            self.q_a_proj = nn.Linear(d, config.q_lora_rank, bias=config.attention_bias)
+            self.q_a_layernorm = RMSNorm(config.q_lora_rank)
+            self.q_b_proj = nn.Linear(config.q_lora_rank, h * config.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(
+            d, config.kv_lora_rank + config.qk_rope_head_dim, bias=config.attention_bias
+        )
+        self.kv_a_layernorm = RMSNorm(config.kv_lora_rank)
+        self.kv_b_proj = nn.Linear(
+            config.kv_lora_rank, h * (config.qk_nope_head_dim + config.v_head_dim), bias=False
+        )
+        self.o_proj = nn.Linear(h * config.v_head_dim, d, bias=config.attention_bias)
+
+    def queries(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-head queries: q_nope [B, T, H, N] and the rotated q_rope [B, T, H, R]."""
+        c = self.config
+        if c.q_lora_rank is None:
+            q = self.q_proj(x_BTD)
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x_BTD)))
+        q_BTHE = q.view(*x_BTD.shape[:2], self.num_heads, c.qk_head_dim)
+        q_nope, q_rope = q_BTHE.split([c.qk_nope_head_dim, c.qk_rope_head_dim], dim=-1)
+        return q_nope, apply_rope(q_rope, cos, sin, interleave=c.rope_interleave)
+
+    def latent(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What a latent KV cache stores: normed c_kv [B, T, C] and rotated k_rope [B, T, R]."""
+        c = self.config
+        c_kv, k_rope = self.kv_a_proj_with_mqa(x_BTD).split([c.kv_lora_rank, c.qk_rope_head_dim], dim=-1)
+        k_rope = apply_rope(k_rope.unsqueeze(-2), cos, sin, interleave=c.rope_interleave).squeeze(-2)
+        return self.kv_a_layernorm(c_kv), k_rope
+
+    def forward(
+        self,
+        x_BTD: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask_B1TS: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`mask_B1TS`: True where a query may attend to a key; None means plain causal."""
+        c = self.config
+        B, T, _ = x_BTD.shape
+        q_nope, q_rope = self.queries(x_BTD, cos, sin)
+        c_kv_BTC, k_rope_BTR = self.latent(x_BTD, cos, sin)
+        kv = self.kv_b_proj(c_kv_BTC).view(B, T, self.num_heads, c.qk_nope_head_dim + c.v_head_dim)
+        k_nope, v_BSHV = kv.split([c.qk_nope_head_dim, c.v_head_dim], dim=-1)
+        k_BSHE = torch.cat((k_nope, k_rope_BTR.unsqueeze(2).expand(-1, -1, self.num_heads, -1)), dim=-1)
+        q_BTHE = torch.cat((q_nope, q_rope), dim=-1)
+        out_BHTV = F.scaled_dot_product_attention(
+            q_BTHE.transpose(1, 2),
+            k_BSHE.transpose(1, 2),
+            v_BSHV.transpose(1, 2),
+            attn_mask=mask_B1TS,
+            is_causal=mask_B1TS is None,
+            scale=c.softmax_scale,
+        )
+        return self.o_proj(out_BHTV.transpose(1, 2).reshape(B, T, self.num_heads * c.v_head_dim))
+
+
+def attention_mask(
+    padding_mask_BS: torch.Tensor | None,
+    *,
+    num_queries: int,
+    sliding_window: int | None,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Boolean [B, 1, T, S] mask (True: may attend), or None when plain causal attention suffices.
+
+    Queries are the last T of S positions. A query always sees itself, so rows for padding
+    tokens stay finite (their outputs are meaningless and ignored).
+    """
+    if padding_mask_BS is None and sliding_window is None:
+        return None
+    S = num_queries if padding_mask_BS is None else padding_mask_BS.shape[1]
+    q_pos = torch.arange(S - num_queries, S, device=device)[:, None]
+    k_pos = torch.arange(S, device=device)[None, :]
+    allowed_TS = k_pos <= q_pos
+    if sliding_window is not None:
+        allowed_TS &= k_pos > q_pos - sliding_window
+    mask = allowed_TS[None, None]
+    if padding_mask_BS is not None:
+        mask = mask & padding_mask_BS.bool()[:, None, None, :]
+    return mask | (k_pos == q_pos)[None, None]

@@ -1,0 +1,162 @@
+"""The DeepSeek-V2/V3 decoder: layers, trunk and causal-LM head.
+
+Module and parameter names are those of transformers' `DeepseekV3ForCausalLM`, so a checkpoint
+maps onto this model key for key and a PEFT adapter's target names mean the same module here
+and there. The model is plain and single-device: compile, quantisation, LoRA, caches and
+parallelism are applied from outside (`core_model/engine`, `core_model/train`).
+
+    model = load_model("tiny")
+    logits_BTV = model(input_ids_BT, attention_mask=mask_BT)
+    hidden_BTD = model.trunk(inputs_embeds=patches_BTD)      # images, transactions, ...
+
+Legend: B batch, T tokens, D hidden size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import MultiHeadLatentAttention, RMSNorm, RotaryEmbedding, attention_mask
+from .config import MoEConfig
+from .moe import MLP, MoE
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: MoEConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadLatentAttention(config)
+        self.mlp: nn.Module = (
+            MoE(config) if config.is_moe_layer(layer_idx) else MLP(config, config.intermediate_size)
+        )
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        x_BTD = x_BTD + self.self_attn(self.input_layernorm(x_BTD), cos, sin, mask)
+        return x_BTD + self.mlp(self.post_attention_layernorm(x_BTD))
+
+
+class Trunk(nn.Module):
+    """Token embeddings, decoder layers and the final norm (transformers' `DeepseekV3Model`)."""
+
+    def __init__(self, config: MoEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, T, _ = inputs_embeds.shape
+        if position_ids is None:
+            position_ids = default_position_ids(
+                attention_mask, batch=B, length=T, device=inputs_embeds.device
+            )
+        cos, sin = self.rotary_emb(position_ids)
+        mask = attention_mask_for(attention_mask, self.config, length=T, device=inputs_embeds.device)
+        x_BTD = inputs_embeds
+        for layer in self.layers:
+            x_BTD = layer(x_BTD, cos, sin, mask)
+        return self.norm(x_BTD)
+
+
+def default_position_ids(
+    attention_mask_BT: torch.Tensor | None, *, batch: int, length: int, device: torch.device
+) -> torch.Tensor:
+    """0, 1, 2, ... from each sequence's first real token, so left padding changes nothing."""
+    if attention_mask_BT is None:
+        return torch.arange(length, device=device).expand(batch, length)
+    return (attention_mask_BT.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def attention_mask_for(
+    attention_mask_BT: torch.Tensor | None, config: MoEConfig, *, length: int, device: torch.device
+) -> torch.Tensor | None:
+    if attention_mask_BT is not None and bool(attention_mask_BT.all()):
+        attention_mask_BT = None  # no padding: let attention use its causal fast path
+    return attention_mask(
+        attention_mask_BT, num_queries=length, sliding_window=config.sliding_window, device=device
+    )
+
+
+class MoEForCausalLM(nn.Module):
+    """Trunk plus LM head. `forward` gives logits [B, T, V]; `trunk` gives hidden states [B, T, D]."""
+
+    def __init__(self, config: MoEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Trunk(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden_BTD = self.trunk(
+            inputs_embeds=self.model.embed_tokens(input_ids),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+        )
+        return self.lm_head(hidden_BTD)
+
+    def trunk(
+        self,
+        *,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states after the final norm, for any input embedded to [B, T, D]."""
+        return self.model(inputs_embeds, attention_mask=attention_mask, position_ids=position_ids)
+
+    def balance_loss(self) -> torch.Tensor | None:
+        """Sum of the MoE layers' sequence-wise balance losses from the last training forward."""
+        losses = [m.balance_loss for m in self.modules() if isinstance(m, MoE) and m.balance_loss is not None]
+        return torch.stack(losses).sum() if losses else None
+
+    def set_moe_dispatch(self, dispatch: str) -> None:
+        """'grouped' (default, fast) or 'looped' (the plain reference)."""
+        if dispatch not in ("grouped", "looped"):
+            raise ValueError(f"dispatch must be 'grouped' or 'looped', got {dispatch!r}")
+        for module in self.modules():
+            if isinstance(module, MoE):
+                module.dispatch = dispatch  # type: ignore[assignment]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    def reset_buffers(self) -> None:
+        """Recompute non-persistent buffers (after building on the meta device)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_buffers"):
+                module.reset_buffers()
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Normal(0, initializer_range) for matrices, ones for norms, zeros for biases."""
+        std = self.config.initializer_range
+        for name, param in self.named_parameters():
+            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+                param.fill_(1.0)
+            elif name.endswith(".bias"):
+                param.zero_()
+            else:
+                param.normal_(0.0, std, generator=generator)
+        self.reset_buffers()

@@ -1,0 +1,169 @@
+"""Parity with transformers' DeepSeek-V2/V3 on checkpoints it wrote, and clear errors on bad ones.
+
+.venv/bin/python -m pytest tests/core_model/test_checkpoint.py -q
+"""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from core_model import CheckpointError, ConfigError, load_model, save_model
+from core_model.checkpoint import dequantise_fp8
+
+from . import hf_reference as ref
+
+CASES = {
+    # sigmoid + noaux_tc + bias, q_lora_rank set, YaRN, dense first layer, per-expert, sharded
+    "v3-per-expert-sharded": lambda d: ref.save(ref.deepseek_v3(), d, max_shard_size="100KB"),
+    # softmax + group-limited greedy, q_lora_rank null, stacked experts of transformers 5
+    "v2-stacked": lambda d: ref.save(ref.deepseek_v2(), d, stacked=True),
+    # rope without interleave, no YaRN, tied embeddings
+    "v3-plain-rope-tied": lambda d: ref.save(
+        ref.deepseek_v3(rope_interleave=False, rope_scaling=None, tie_word_embeddings=True), d
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def checkpoint(request, tmp_path_factory):
+    directory = tmp_path_factory.mktemp(request.param)
+    CASES[request.param](directory)
+    from transformers import AutoModelForCausalLM
+
+    return directory, AutoModelForCausalLM.from_pretrained(directory).eval()
+
+
+def test_logits_match_transformers_on_a_padded_batch(checkpoint):
+    directory, reference = checkpoint
+    input_ids, mask, positions = ref.padded_batch(reference.config.vocab_size)
+    expected = ref.reference_logits(reference, input_ids, mask, positions)
+    ours = load_model(directory)
+    with torch.no_grad():
+        logits = ours(input_ids, attention_mask=mask)  # positions derived from the mask
+    real = mask.bool()
+    assert (logits[real] - expected[real]).abs().max().item() < 1e-4
+
+
+def test_routers_pick_the_same_experts(checkpoint):
+    directory, reference = checkpoint
+    input_ids, mask, positions = ref.padded_batch(reference.config.vocab_size)
+    ours = load_model(directory)
+    picked = {"ref": [], "ours": []}
+    hooks = []
+    for layer in reference.model.layers[1:]:
+        hooks.append(layer.mlp.gate.register_forward_hook(lambda m, i, o: picked["ref"].append(o[2])))
+    for layer in ours.model.layers[1:]:
+        hooks.append(
+            layer.mlp.register_forward_hook(
+                lambda m, i, o: picked["ours"].append(m.gate(i[0].flatten(0, 1))[1])
+            )
+        )
+    with torch.no_grad():
+        reference(input_ids=input_ids, attention_mask=mask, position_ids=positions)
+        ours(input_ids, attention_mask=mask)
+    for hook in hooks:
+        hook.remove()
+    real = mask.bool().flatten()
+    assert len(picked["ours"]) == len(picked["ref"]) == 2
+    for theirs, mine in zip(picked["ref"], picked["ours"], strict=True):
+        assert torch.equal(theirs[real].sort(-1).values, mine[real].sort(-1).values)
+
+
+@pytest.mark.parametrize("layout", ["per_expert", "stacked"])
+def test_saved_model_loads_back_into_transformers(checkpoint, tmp_path, layout):
+    from transformers import AutoModelForCausalLM
+
+    directory, _ = checkpoint
+    ours = load_model(directory)
+    save_model(ours, tmp_path, expert_layout=layout, max_shard_bytes=200_000)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    input_ids, mask, positions = ref.padded_batch(ours.config.vocab_size)
+    expected = ref.reference_logits(reloaded, input_ids, mask, positions)
+    with torch.no_grad():
+        logits = ours(input_ids, attention_mask=mask)
+    assert (logits[mask.bool()] - expected[mask.bool()]).abs().max().item() < 1e-4
+
+
+def test_dtype_cast_keeps_routers_in_float32(checkpoint):
+    directory, _ = checkpoint
+    model = load_model(directory, dtype=torch.bfloat16)
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    assert model.model.layers[1].mlp.gate.weight.dtype == torch.float32
+    logits = model(torch.tensor([[1, 2, 3]]))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path):
+    return save_model(load_model("tiny"), tmp_path / "good")
+
+
+def test_missing_weights_file_is_named(good_checkpoint):
+    (good_checkpoint / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no \\*.safetensors files in .*good"):
+        load_model(good_checkpoint)
+
+
+def test_missing_shard_is_named(tmp_path):
+    directory = save_model(load_model("tiny"), tmp_path, max_shard_bytes=50_000)
+    second_shard = sorted(directory.glob("model-00002-of-*.safetensors"))[0]
+    second_shard.unlink()
+    with pytest.raises(FileNotFoundError, match=second_shard.name):
+        load_model(directory)
+
+
+def test_unsupported_model_type_names_the_config(good_checkpoint):
+    config_path = good_checkpoint / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "model_type": "llama"}))
+    with pytest.raises(ConfigError, match="config.json: unsupported model_type 'llama'"):
+        load_model(good_checkpoint)
+
+
+def test_shape_mismatch_names_the_tensor(good_checkpoint):
+    path = good_checkpoint / "model.safetensors"
+    state = load_file(path)
+    state["model.layers.0.self_attn.kv_b_proj.weight"] = torch.zeros(3, 3)
+    save_file(state, path)
+    with pytest.raises(
+        CheckpointError, match="model.layers.0.self_attn.kv_b_proj.weight has shape \\(3, 3\\)"
+    ):
+        load_model(good_checkpoint)
+
+
+def test_missing_tensor_is_named(good_checkpoint):
+    path = good_checkpoint / "model.safetensors"
+    state = load_file(path)
+    del state["model.norm.weight"]
+    save_file(state, path)
+    with pytest.raises(CheckpointError, match="missing tensors model.norm.weight"):
+        load_model(good_checkpoint)
+
+
+def test_missing_expert_is_named(good_checkpoint):
+    path = good_checkpoint / "model.safetensors"
+    state = load_file(path)
+    del state["model.layers.2.mlp.experts.5.up_proj.weight"]
+    save_file(state, path)
+    with pytest.raises(CheckpointError, match="model.layers.2.mlp.experts.5.up_proj.weight"):
+        load_model(good_checkpoint)
+
+
+def test_fp8_block_weights_dequantise_close_to_the_original():
+    weight = torch.randn(200, 300)
+    scale = torch.rand(2, 3) + 0.5  # one per 128 x 128 block
+    blocks = scale.repeat_interleave(128, 0)[:200].repeat_interleave(128, 1)[:, :300]
+    fp8 = (weight / blocks).to(torch.float8_e4m3fn)
+    restored = dequantise_fp8(fp8, scale)
+    assert (restored - weight).abs().max() < 0.1 * weight.abs().max()
+
+
+def test_preset_without_weights_is_seeded():
+    first, second = load_model("tiny"), load_model("tiny")
+    assert torch.equal(first.lm_head.weight, second.lm_head.weight)
+
+
+def test_unknown_source_says_what_is_accepted():
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint directory nor a preset"):
+        load_model("no-such-model")
