@@ -174,21 +174,23 @@ def attention_mask(
     *,
     num_queries: int,
     sliding_window: int | None,
+    causal: bool = True,
     device: torch.device,
 ) -> torch.Tensor | None:
     """Boolean [B, 1, T, S] mask (True: may attend), or None when plain causal attention suffices.
 
     Queries are the last T of S positions. A query always sees itself, so rows for padding
-    tokens stay finite (their outputs are meaningless and ignored).
+    tokens stay finite (their outputs are meaningless and ignored). `causal=False` lets every
+    token see every other (encoders over image patches); padding and the window still apply.
     """
-    if padding_mask_BS is None and sliding_window is None:
+    if causal and padding_mask_BS is None and sliding_window is None:
         return None
     S = num_queries if padding_mask_BS is None else padding_mask_BS.shape[1]
     q_pos = torch.arange(S - num_queries, S, device=device)[:, None]
     k_pos = torch.arange(S, device=device)[None, :]
-    allowed_TS = k_pos <= q_pos
+    allowed_TS = k_pos <= q_pos if causal else torch.ones(num_queries, S, dtype=torch.bool, device=device)
     if sliding_window is not None:
-        allowed_TS &= k_pos > q_pos - sliding_window
+        allowed_TS &= (k_pos - q_pos).abs() < sliding_window
     mask = allowed_TS[None, None]
     if padding_mask_BS is not None:
         mask = mask & padding_mask_BS.bool()[:, None, None, :]

@@ -204,7 +204,8 @@ class MoEConfig:
             raise ConfigError(
                 f"{source}: unsupported model_type {model_type!r}; expected one of {SUPPORTED_MODEL_TYPES}"
             )
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "rope_scaling", "rope_theta"}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = fields - {"rope_scaling", "rope_theta"}
         values: dict[str, Any] = dict(_FAMILY_DEFAULTS[model_type])
         values.update({k: v for k, v in raw.items() if k in known and v is not None})
         values["q_lora_rank"] = raw.get("q_lora_rank")  # None is meaningful: the direct query path
@@ -214,7 +215,7 @@ class MoEConfig:
             values[key] = values.get(key) or 1
         if model_type == "deepseek_v3" and "rope_interleave" not in raw:
             values["rope_interleave"] = True
-        values["extra"] = {k: v for k, v in raw.items() if k not in known and k not in _DERIVED_KEYS}
+        values["extra"] = {k: v for k, v in raw.items() if k not in fields and k not in _DERIVED_KEYS}
         try:
             return cls(**values)
         except ConfigError as error:
@@ -249,8 +250,10 @@ class MoEConfig:
         return path
 
 
-# Keys transformers derives from the others; dropped on read so they are never stale on write.
+# Keys transformers derives from the others, and the FP8 quantisation that loading undoes:
+# dropped on read so they are never stale on write.
 _DERIVED_KEYS = {
+    "quantization_config",
     "architectures",
     "rope_parameters",
     "num_key_value_heads",

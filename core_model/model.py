@@ -55,14 +55,14 @@ class Trunk(nn.Module):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        causal: bool = True,
     ) -> torch.Tensor:
         B, T, _ = inputs_embeds.shape
+        device = inputs_embeds.device
         if position_ids is None:
-            position_ids = default_position_ids(
-                attention_mask, batch=B, length=T, device=inputs_embeds.device
-            )
+            position_ids = default_position_ids(attention_mask, batch=B, length=T, device=device)
         cos, sin = self.rotary_emb(position_ids)
-        mask = attention_mask_for(attention_mask, self.config, length=T, device=inputs_embeds.device)
+        mask = attention_mask_for(attention_mask, self.config, length=T, causal=causal, device=device)
         x_BTD = inputs_embeds
         for layer in self.layers:
             x_BTD = layer(x_BTD, cos, sin, mask)
@@ -79,12 +79,21 @@ def default_position_ids(
 
 
 def attention_mask_for(
-    attention_mask_BT: torch.Tensor | None, config: MoEConfig, *, length: int, device: torch.device
+    attention_mask_BT: torch.Tensor | None,
+    config: MoEConfig,
+    *,
+    length: int,
+    causal: bool,
+    device: torch.device,
 ) -> torch.Tensor | None:
     if attention_mask_BT is not None and bool(attention_mask_BT.all()):
         attention_mask_BT = None  # no padding: let attention use its causal fast path
     return attention_mask(
-        attention_mask_BT, num_queries=length, sliding_window=config.sliding_window, device=device
+        attention_mask_BT,
+        num_queries=length,
+        sliding_window=config.sliding_window,
+        causal=causal,
+        device=device,
     )
 
 
@@ -122,9 +131,15 @@ class MoEForCausalLM(nn.Module):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        causal: bool = True,
     ) -> torch.Tensor:
-        """Hidden states after the final norm, for any input embedded to [B, T, D]."""
-        return self.model(inputs_embeds, attention_mask=attention_mask, position_ids=position_ids)
+        """Hidden states after the final norm, for any input embedded to [B, T, D].
+
+        `causal=False` makes the trunk a bidirectional encoder (image patches, whole series).
+        """
+        return self.model(
+            inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, causal=causal
+        )
 
     def balance_loss(self) -> torch.Tensor | None:
         """Sum of the MoE layers' sequence-wise balance losses from the last training forward."""
@@ -140,7 +155,7 @@ class MoEForCausalLM(nn.Module):
                 module.dispatch = dispatch  # type: ignore[assignment]
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
 
     def reset_buffers(self) -> None:
         """Recompute non-persistent buffers (after building on the meta device)."""

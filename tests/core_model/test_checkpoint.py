@@ -159,6 +159,25 @@ def test_fp8_block_weights_dequantise_close_to_the_original():
     assert (restored - weight).abs().max() < 0.1 * weight.abs().max()
 
 
+def test_fp8_checkpoint_loads_dequantised(tmp_path):
+    model = load_model("tiny")
+    directory = save_model(model, tmp_path)
+    state = load_file(directory / "model.safetensors")
+    for key in [k for k in state if k.endswith(("kv_b_proj.weight", "experts.3.down_proj.weight"))]:
+        scale = state[key].abs().max().reshape(1, 1) / 448  # e4m3's largest value
+        state[key] = (state[key] / scale).to(torch.float8_e4m3fn)
+        state[key.replace(".weight", ".weight_scale_inv")] = scale
+    save_file(state, directory / "model.safetensors")
+    config = json.loads((directory / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    (directory / "config.json").write_text(json.dumps(config))
+    loaded = load_model(directory)
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        assert (loaded(ids) - model(ids)).abs().max() < 0.05
+    assert "quantization_config" not in loaded.config.to_hf_dict()  # the weights are no longer FP8
+
+
 def test_preset_without_weights_is_seeded():
     first, second = load_model("tiny"), load_model("tiny")
     assert torch.equal(first.lm_head.weight, second.lm_head.weight)

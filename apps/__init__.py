@@ -1,0 +1,1 @@
+"""The vertical applications and the composition root (`apps.cli`, later `apps.suite`)."""

@@ -1,0 +1,89 @@
+"""Task heads that sit on the trunk's hidden states [B, T, D]: sequence and token classification.
+
+    head = SequenceClassificationHead(hidden_size=64, num_labels=3, pooling="last")
+    logits_BL = head(model.trunk(inputs_embeds=x_BTD, attention_mask=mask_BT), mask_BT)
+    same = SequenceClassificationHead.from_config(head.config)      # what a trainer saves
+
+A head knows nothing of the trunk, tokenizers or losses; it maps hidden states to logits.
+Each keeps `config`, a plain dict of its constructor arguments, so it can be rebuilt.
+
+Legend: B batch, T tokens, D hidden size, L labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import torch
+from torch import nn
+
+POOLINGS = ("last", "mean", "first")
+
+
+class Head(nn.Module):
+    """Base: a head rebuilt from its `config` dict (then load its state dict)."""
+
+    config: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Self:
+        return cls(**config)
+
+
+class SequenceClassificationHead(Head):
+    """Pools each row to one vector, then dropout and a Linear: [B, T, D] -> logits [B, L].
+
+    "last" and "first" take the last / first real token under `attention_mask_BT`, so left- and
+    right-padded batches give the same logits; "mean" averages the real tokens.
+    """
+
+    def __init__(self, *, hidden_size: int, num_labels: int, pooling: str = "last", dropout: float = 0.0):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+        self.config = dict(hidden_size=hidden_size, num_labels=num_labels, pooling=pooling, dropout=dropout)
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(
+        self, hidden_BTD: torch.Tensor, attention_mask_BT: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pooled_BD = pool(hidden_BTD, attention_mask_BT, pooling=self.pooling)
+        return self.classifier(self.dropout(pooled_BD))
+
+
+class TokenClassificationHead(Head):
+    """Dropout and a Linear on every position: [B, T, D] -> logits [B, T, L]."""
+
+    def __init__(self, *, hidden_size: int, num_labels: int, dropout: float = 0.0):
+        super().__init__()
+        self.config = dict(hidden_size=hidden_size, num_labels=num_labels, dropout=dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(hidden_BTD))
+
+
+def pool(hidden_BTD: torch.Tensor, attention_mask_BT: torch.Tensor | None, *, pooling: str) -> torch.Tensor:
+    """One vector per row [B, D]; padding positions (mask 0) never contribute."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    B, T, _ = hidden_BTD.shape
+    if attention_mask_BT is None:
+        attention_mask_BT = torch.ones(B, T, dtype=torch.bool, device=hidden_BTD.device)
+    if attention_mask_BT.shape != (B, T):
+        raise ValueError(f"attention_mask must be [B, T] = {(B, T)}; got {tuple(attention_mask_BT.shape)}")
+    real_BT = attention_mask_BT.bool()
+    if not bool(real_BT.any(dim=1).all()):
+        raise ValueError("a row of attention_mask has no real tokens; cannot pool it")
+    if pooling == "mean":
+        weights_BT1 = real_BT[..., None].to(hidden_BTD.dtype)
+        return (hidden_BTD * weights_BT1).sum(1) / weights_BT1.sum(1)
+    positions_BT = torch.arange(T, device=hidden_BTD.device).expand(B, T)
+    if pooling == "last":
+        index_B = positions_BT.masked_fill(~real_BT, -1).amax(dim=1)
+    else:
+        index_B = positions_BT.masked_fill(~real_BT, T).amin(dim=1)
+    return hidden_BTD[torch.arange(B, device=hidden_BTD.device), index_B]

@@ -1,0 +1,66 @@
+"""The decoder on its own: padding, positions, the trunk, the sliding window.
+
+.venv/bin/python -m pytest tests/core_model/test_model.py -q
+"""
+
+import torch
+
+from core_model import load_model
+
+
+def test_left_padding_does_not_change_the_logits():
+    model = load_model("tiny")
+    ids = torch.randint(1, 256, (1, 6))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        alone = model(ids)
+        batched = model(padded, attention_mask=mask)
+    assert torch.allclose(alone, batched[:, 3:], atol=1e-5)
+
+
+def test_a_token_does_not_see_the_future():
+    model = load_model("tiny")
+    ids = torch.randint(0, 256, (1, 8))
+    changed = ids.clone()
+    changed[0, 5] = (changed[0, 5] + 1) % 256
+    with torch.no_grad():
+        before, after = model(ids), model(changed)
+    # not bit-equal: expert matmuls batch other tokens' rows, which moves the last float bit
+    assert torch.allclose(before[:, :5], after[:, :5], atol=1e-6)
+    assert not torch.allclose(before[:, 5:], after[:, 5:], atol=1e-3)
+
+
+def test_trunk_takes_embeddings_and_can_be_bidirectional():
+    model = load_model("tiny")
+    x_BTD = torch.randn(2, 5, model.config.hidden_size)
+    changed = x_BTD.clone()
+    changed[:, -1] += 1.0
+    with torch.no_grad():
+        causal = model.trunk(inputs_embeds=x_BTD)
+        causal_changed = model.trunk(inputs_embeds=changed)
+        bidirectional = model.trunk(inputs_embeds=x_BTD, causal=False)
+        bidirectional_changed = model.trunk(inputs_embeds=changed, causal=False)
+    assert causal.shape == (2, 5, model.config.hidden_size)
+    assert torch.allclose(causal[:, 0], causal_changed[:, 0], atol=1e-6)
+    assert not torch.allclose(bidirectional[:, 0], bidirectional_changed[:, 0], atol=1e-3)
+
+
+def test_sliding_window_limits_what_a_token_sees():
+    windowed = load_model("tiny")
+    windowed.config.sliding_window = 3
+    ids = torch.randint(0, 256, (1, 10))
+    changed = ids.clone()
+    changed[0, 0] = (changed[0, 0] + 1) % 256
+    with torch.no_grad():
+        # one layer's window is 3 tokens; three layers reach 3 * 2 = 6 tokens back at most
+        difference = (windowed(ids) - windowed(changed)).abs().amax(-1)[0]
+    assert difference[7:].max() < 1e-6
+    assert difference[0] > 1e-3
+
+
+def test_tied_embeddings_share_one_tensor():
+    from core_model import MoEConfig, MoEForCausalLM
+
+    model = MoEForCausalLM(MoEConfig.preset("tiny").replace(tie_word_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight

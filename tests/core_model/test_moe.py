@@ -1,0 +1,142 @@
+"""Router, grouped dispatch against the looped reference, and load balancing.
+
+.venv/bin/python -m pytest tests/core_model/test_moe.py -q
+"""
+
+import pytest
+import torch
+
+from core_model import MoEConfig
+from core_model.moe import MoE, Router, expert_load_stats, update_expert_bias
+
+
+def _moe(config: MoEConfig, seed: int = 0) -> MoE:
+    torch.manual_seed(seed)
+    moe = MoE(config)
+    for param in moe.parameters():
+        torch.nn.init.normal_(param, std=0.2)
+    return moe
+
+
+def test_router_picks_top_k():
+    config = MoEConfig.preset("tiny")
+    router = Router(config)
+    torch.nn.init.normal_(router.weight)
+    x_TD = torch.randn(6, config.hidden_size)
+    weights_TK, expert_ids_TK = router(x_TD)
+    assert expert_ids_TK.shape == (6, config.num_experts_per_tok)
+    assert (expert_ids_TK < config.n_routed_experts).all()
+    assert torch.allclose(weights_TK.sum(-1), torch.full((6,), config.routed_scaling_factor))
+
+
+def test_router_keeps_to_the_best_groups():
+    config = MoEConfig.preset("tiny").replace(
+        n_routed_experts=16, n_group=4, topk_group=2, num_experts_per_tok=4
+    )
+    router = Router(config)
+    torch.nn.init.normal_(router.weight)
+    _, expert_ids_TK = router(torch.randn(64, config.hidden_size))
+    groups_per_token = [len(set((row // 4).tolist())) for row in expert_ids_TK]
+    assert max(groups_per_token) <= 2
+
+
+def test_correction_bias_changes_the_choice_but_not_the_weights():
+    config = MoEConfig.preset("tiny")
+    router = Router(config)
+    torch.nn.init.normal_(router.weight)
+    x_TD = torch.randn(32, config.hidden_size)
+    scores_TE = router.scores(x_TD)
+    router.e_score_correction_bias[3] = 10.0  # expert 3 always chosen
+    weights_TK, expert_ids_TK = router(x_TD)
+    assert (expert_ids_TK == 3).any(-1).all()
+    unnormalised = scores_TE.gather(1, expert_ids_TK)
+    expected = unnormalised / unnormalised.sum(-1, keepdim=True) * config.routed_scaling_factor
+    assert torch.allclose(weights_TK, expected)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"scoring_func": "softmax", "topk_method": "greedy", "n_group": 1, "topk_group": 1},
+        {"scoring_func": "softmax", "topk_method": "group_limited_greedy", "norm_topk_prob": False},
+        {"n_shared_experts": None},
+    ],
+)
+@pytest.mark.parametrize("tokens", [1, 5, 64])
+def test_grouped_dispatch_matches_the_looped_reference(changes, tokens):
+    moe = _moe(MoEConfig.preset("tiny").replace(**changes))
+    x_BTD = torch.randn(1, tokens, moe.config.hidden_size)
+    with torch.no_grad():
+        moe.dispatch = "looped"
+        looped = moe(x_BTD)
+        moe.dispatch = "grouped"
+        grouped = moe(x_BTD)
+    assert torch.allclose(grouped, looped, atol=1e-5)
+
+
+def test_grouped_dispatch_gradients_match_the_reference():
+    moe = _moe(MoEConfig.preset("tiny"))
+    x_BTD = torch.randn(2, 7, moe.config.hidden_size)
+    grads = {}
+    for dispatch in ("looped", "grouped"):
+        moe.zero_grad()
+        moe.dispatch = dispatch
+        moe(x_BTD).square().sum().backward()
+        grads[dispatch] = moe.experts.gate_up_proj.grad.clone()
+    assert torch.allclose(grads["grouped"], grads["looped"], atol=1e-5)
+
+
+def test_bias_update_favours_the_under_loaded_experts():
+    moe = _moe(MoEConfig.preset("tiny"))
+    moe.gate.e_score_correction_bias.zero_()
+    with torch.no_grad():
+        moe(torch.randn(1, 50, moe.config.hidden_size))
+    load = moe.tokens_per_expert.clone()
+    update_expert_bias(moe, rate=0.01)
+    bias = moe.gate.e_score_correction_bias
+    assert (bias[load > load.mean()] < 0).all() and (bias[load < load.mean()] > 0).all()
+    assert moe.tokens_per_expert.sum() == 0
+
+
+def test_bias_updates_even_out_the_load():
+    moe = _moe(MoEConfig.preset("tiny").replace(routed_scaling_factor=1.0), seed=3)
+    # tokens sharing a common direction crowd onto a few experts
+    x_BTD = torch.randn(1, 256, moe.config.hidden_size) + 3 * torch.randn(moe.config.hidden_size)
+    with torch.no_grad():
+        moe(x_BTD)
+    before = expert_load_stats(moe, reset=True)[0]["cv"]
+    for _ in range(200):
+        with torch.no_grad():
+            moe(x_BTD)
+        update_expert_bias(moe, rate=0.01)
+    with torch.no_grad():
+        moe(x_BTD)
+    after = expert_load_stats(moe)[0]["cv"]
+    assert after < before / 2
+
+
+def test_load_stats_report_each_moe_layer():
+    from core_model import load_model
+
+    model = load_model("tiny")
+    with torch.no_grad():
+        model(torch.randint(0, 256, (2, 9)))
+    stats = expert_load_stats(model)
+    assert [s["layer"] for s in stats] == ["model.layers.1.mlp", "model.layers.2.mlp"]
+    assert all(s["tokens"] == 2 * 9 * model.config.num_experts_per_tok for s in stats)
+    assert all(s["max_over_mean"] >= 1.0 for s in stats)
+
+
+def test_sequence_balance_loss_is_trained_only_when_asked():
+    from core_model import load_model
+
+    model = load_model("tiny").train()
+    model(torch.randint(0, 256, (2, 9)))
+    assert model.balance_loss() is None
+    model.config.aux_loss_alpha = 0.01
+    model(torch.randint(0, 256, (2, 9)))
+    loss = model.balance_loss()
+    loss.backward()
+    assert loss.item() > 0
+    assert model.model.layers[1].mlp.gate.weight.grad.abs().sum() > 0
