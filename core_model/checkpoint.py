@@ -35,6 +35,7 @@ FP8_BLOCK = 128  # DeepSeek-V3 quantises weights in 128 x 128 blocks, one scale 
 _PER_EXPERT = re.compile(r"^(.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _FP32_TENSORS = (".mlp.gate.weight", ".mlp.gate.e_score_correction_bias")  # routers stay float32
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 class CheckpointError(ValueError):
@@ -107,31 +108,32 @@ def _iter_tensors(directory: Path) -> Iterator[tuple[str, torch.Tensor, Path]]:
 def _read_state(
     directory: Path, config: MoEConfig, *, dtype: torch.dtype | None, device: str | torch.device
 ) -> dict[str, torch.Tensor]:
+    """Every tensor the decoder needs, cast and placed as it is read (peak: the model plus one layer)."""
     state: dict[str, torch.Tensor] = {}
-    experts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
-    scales: dict[str, torch.Tensor] = {}
-    sources: dict[str, Path] = {}
+    scales: dict[str, tuple[torch.Tensor, Path]] = {}
     for key, tensor, file in _iter_tensors(directory):
         layer = _LAYER.match(key)
         if layer and int(layer.group(1)) >= config.num_hidden_layers:
             continue  # multi-token-prediction modules: not part of the decoder
-        sources[key] = file
         if key.endswith(".weight_scale_inv"):
-            scales[key.removesuffix("_scale_inv")] = tensor
-            continue
-        state[key] = tensor
-    for key, scale in scales.items():
+            scales[key.removesuffix("_scale_inv")] = (tensor, file)
+        else:
+            state[key] = tensor if tensor.dtype in _FP8 else _place(key, tensor, dtype, device)
+    # FP8 weights become the dtype of the checkpoint's other weights (bfloat16 in DeepSeek-V3's).
+    embeddings = state.get("model.embed_tokens.weight")
+    dequantised_dtype = dtype or (embeddings.dtype if embeddings is not None else torch.bfloat16)
+    for key, (scale, file) in scales.items():
         if key not in state:
-            raise CheckpointError(f"{sources[key + '_scale_inv']}: scale for {key}, which is missing")
-        state[key] = dequantise_fp8(state[key], scale)
-    for key in list(state):
-        match = _PER_EXPERT.match(key)
-        if match:
-            prefix, index, proj = match.groups()
-            experts.setdefault(prefix, {}).setdefault(int(index), {})[proj] = state.pop(key)
-    for prefix, by_index in experts.items():
+            raise CheckpointError(f"{file}: {key}_scale_inv scales {key}, which is missing")
+        state[key] = _place(key, dequantise_fp8(state[key], scale), dequantised_dtype, device)
+    experts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
+    for key in [k for k in state if _PER_EXPERT.match(k)]:
+        prefix, index, proj = _PER_EXPERT.match(key).groups()  # type: ignore[union-attr]
+        experts.setdefault(prefix, {}).setdefault(int(index), {})[proj] = state.pop(key)
+    while experts:  # one layer at a time, so the per-expert copies are freed as we go
+        prefix, by_index = experts.popitem()
         state.update(_stack_experts(prefix, by_index, config, directory))
-    return {key: _place(key, tensor, dtype, device) for key, tensor in state.items()}
+    return state
 
 
 def _stack_experts(
@@ -163,14 +165,10 @@ def _place(
     key: str, tensor: torch.Tensor, dtype: torch.dtype | None, device: str | torch.device
 ) -> torch.Tensor:
     if key.endswith(_FP32_TENSORS):
-        target = torch.float32
-    elif dtype is not None and tensor.is_floating_point():
-        target = dtype
-    elif tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-        target = torch.bfloat16
-    else:
-        target = tensor.dtype
-    return tensor.to(device=device, dtype=target)
+        dtype = torch.float32
+    elif dtype is None or not tensor.is_floating_point():
+        dtype = tensor.dtype
+    return tensor.to(device=device, dtype=dtype)
 
 
 def _check_state(model: MoEForCausalLM, state: dict[str, torch.Tensor], directory: Path) -> None:
