@@ -25,8 +25,10 @@ run: setup
 	$(BIN)/verticals info
 
 lint: setup
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/ruff check core_model apps tests benchmarks
 	$(BIN)/ruff format --check core_model apps tests benchmarks
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python benchmarks/moe_layer.py

@@ -39,6 +39,8 @@ class RMSNorm(nn.Module):
 class RotaryEmbedding(nn.Module):
     """cos/sin tables for the rotary part of queries and keys, with optional YaRN scaling."""
 
+    inv_freq: torch.Tensor
+
     def __init__(self, config: MoEConfig) -> None:
         super().__init__()
         self.config = config
@@ -70,7 +72,7 @@ def rope_frequencies(config: MoEConfig) -> tuple[torch.Tensor, float]:
         return dim * math.log(original_max / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
     low = max(math.floor(correction_dim(beta_fast)), 0)
-    high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
+    high: float = min(math.ceil(correction_dim(beta_slow)), dim - 1)
     if low == high:
         high += 0.001  # avoid a zero-width ramp
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)

@@ -160,8 +160,9 @@ class MoEForCausalLM(nn.Module):
     def reset_buffers(self) -> None:
         """Recompute non-persistent buffers (after building on the meta device)."""
         for module in self.modules():
-            if module is not self and hasattr(module, "reset_buffers"):
-                module.reset_buffers()
+            reset = getattr(module, "reset_buffers", None)
+            if module is not self and callable(reset):
+                reset()
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:

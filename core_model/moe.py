@@ -46,6 +46,8 @@ class MLP(nn.Module):
 class Router(nn.Module):
     """Top-k expert choice per token. Works in float32; its weights stay float32 under any dtype."""
 
+    e_score_correction_bias: torch.Tensor  # [E], only with topk_method "noaux_tc"
+
     def __init__(self, config: MoEConfig) -> None:
         super().__init__()
         assert config.n_routed_experts is not None
@@ -170,6 +172,8 @@ def _fused_grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
 class MoE(nn.Module):
     """Routed experts plus shared experts. Counts tokens per expert for load balancing."""
 
+    tokens_per_expert: torch.Tensor  # [E], tokens routed since the last reset
+
     def __init__(self, config: MoEConfig) -> None:
         super().__init__()
         assert config.n_routed_experts is not None
@@ -242,9 +246,9 @@ def update_expert_bias(model: nn.Module, *, rate: float = 1e-3) -> None:
 
 
 @torch.no_grad()
-def expert_load_stats(model: nn.Module, *, reset: bool = False) -> list[dict[str, float]]:
+def expert_load_stats(model: nn.Module, *, reset: bool = False) -> list[dict[str, str | float]]:
     """Per MoE layer: tokens routed, max/mean load and coefficient of variation of the load."""
-    stats = []
+    stats: list[dict[str, str | float]] = []
     for name, layer in moe_layers(model):
         load_E = layer.tokens_per_expert
         mean = load_E.mean().item()
