@@ -18,6 +18,7 @@ I expert intermediate size, N = T * K token-expert pairs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from .config import MoEConfig
 
 Dispatch = Literal["grouped", "looped"]
+FEW_PAIRS_MAX_CPU_BYTES = 1 << 20  # measured on a 2-core AVX-512 Xeon: see benchmarks/moe_layer.py
 
 
 class MLP(nn.Module):
@@ -101,6 +103,7 @@ class Experts(nn.Module):
         assert config.n_routed_experts is not None
         E, D, I = config.n_routed_experts, config.hidden_size, config.moe_intermediate_size
         self.num_experts = E
+        self.params_per_expert = 3 * I * D
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, D))
         self.down_proj = nn.Parameter(torch.empty(E, D, I))
 
@@ -122,51 +125,72 @@ class Experts(nn.Module):
         return F.linear(F.silu(gate) * up, self.down_proj[expert])
 
     def forward_grouped(
-        self, x_TD: torch.Tensor, weights_TK: torch.Tensor, expert_ids_TK: torch.Tensor
+        self,
+        x_TD: torch.Tensor,
+        weights_TK: torch.Tensor,
+        expert_ids_TK: torch.Tensor,
+        *,
+        counts_E: torch.Tensor,
     ) -> torch.Tensor:
-        """Sort the N token-expert pairs by expert, run each expert once on its contiguous rows."""
+        """Sort the N token-expert pairs by expert; each expert then runs once on contiguous rows.
+
+        `counts_E`: how many pairs each expert got.
+        """
         T, K = expert_ids_TK.shape
         flat_ids_N = expert_ids_TK.reshape(-1)
         order_N = flat_ids_N.argsort(stable=True)
-        counts_E = torch.bincount(flat_ids_N, minlength=self.num_experts)
-        x_ND = x_TD[order_N // K]
-        h_N2I = grouped_matmul(x_ND, self.gate_up_proj, counts_E)
+        token_N = order_N // K
+        rows = SortedRows.build(flat_ids_N[order_N], counts_E)
+        h_N2I = rows.matmul(x_TD.index_select(0, token_N), self.gate_up_proj)
         gate, up = h_N2I.chunk(2, dim=-1)
-        y_ND = grouped_matmul(F.silu(gate) * up, self.down_proj, counts_E)
-        y_ND = y_ND * weights_TK.reshape(-1)[order_N, None].to(y_ND.dtype)
-        out_ND = torch.empty_like(y_ND)
-        out_ND[order_N] = y_ND  # back to (token, slot) order: a plain sum, no atomics
-        return out_ND.view(T, K, -1).sum(dim=1)
+        # The routing weight scales the narrow [N, I] activation rather than the [N, D] output.
+        h_NI = F.silu(gate) * up * weights_TK.reshape(-1)[order_N, None]
+        y_ND = rows.matmul(h_NI, self.down_proj)
+        if x_TD.is_cuda:  # index_add_ would use atomics: keep the sum deterministic
+            out_ND = torch.empty_like(y_ND)
+            out_ND[order_N] = y_ND
+            return out_ND.view(T, K, -1).sum(dim=1)
+        return x_TD.new_zeros(x_TD.shape).index_add_(0, token_N, y_ND)
 
 
-def grouped_matmul(x_ND: torch.Tensor, w_EOI: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-    """Rows of x sorted by expert (counts_E rows each) times that expert's weight, transposed."""
-    if _fused_grouped_mm_ok(x_ND, w_EOI):
-        offsets_E = counts_E.cumsum(0).to(torch.int32)
-        return F.grouped_mm(x_ND, w_EOI.transpose(1, 2), offs=offsets_E)
-    counts = counts_E.tolist()  # one host sync per call
-    if torch.is_grad_enabled() and (x_ND.requires_grad or w_EOI.requires_grad):
-        pieces = [x.mm(w_EOI[e].t()) for e, x in enumerate(x_ND.split(counts)) if counts[e]]
-        return torch.cat(pieces) if pieces else x_ND.new_zeros(0, w_EOI.shape[1])
-    out_NO = x_ND.new_empty(x_ND.shape[0], w_EOI.shape[1])
-    start = 0
-    for expert, count in enumerate(counts):
-        if count:  # mm into a slice of the output: no concatenation copy
-            torch.mm(x_ND[start : start + count], w_EOI[expert].t(), out=out_NO[start : start + count])
-            start += count
-    return out_NO
+@dataclass
+class SortedRows:
+    """Token-expert pairs sorted by expert: how to multiply each expert's rows by its weight."""
 
+    counts: list[int]  # rows per expert
+    counts_E: torch.Tensor
+    expert_N: torch.Tensor  # expert of each sorted row
+    slot_N: torch.Tensor  # position of each row within its expert's rows
 
-def _fused_grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
-    # torch's grouped GEMM: CUDA (sm80+) in bfloat16; elsewhere the per-expert loop is as fast.
-    return (
-        x.is_cuda
-        and x.dtype == torch.bfloat16
-        and w.dtype == torch.bfloat16
-        and hasattr(F, "grouped_mm")
-        and torch.cuda.get_device_capability(x.device) >= (8, 0)
-        and not torch.is_grad_enabled()
-    )
+    @classmethod
+    def build(cls, sorted_ids_N: torch.Tensor, counts_E: torch.Tensor) -> SortedRows:
+        starts_E = counts_E.cumsum(0) - counts_E
+        slot_N = torch.arange(sorted_ids_N.numel(), device=sorted_ids_N.device) - starts_E[sorted_ids_N]
+        return cls(counts_E.tolist(), counts_E, sorted_ids_N, slot_N)  # tolist: one host sync
+
+    def matmul(self, x_ND: torch.Tensor, w_EOI: torch.Tensor) -> torch.Tensor:
+        """x_ND (rows sorted by expert) times each row's expert weight, transposed: [N, O]."""
+        if x_ND.is_cuda and x_ND.dtype == torch.bfloat16 and hasattr(F, "grouped_mm"):
+            offsets_E = self.counts_E.cumsum(0).to(torch.int32)
+            return F.grouped_mm(x_ND, w_EOI.transpose(1, 2), offs=offsets_E)
+        capacity = max(self.counts)
+        if x_ND.dtype in (torch.bfloat16, torch.float16) and capacity * len(self.counts) <= 2 * x_ND.shape[0]:
+            # CPU half precision: a matmul call costs ~30 us whatever its size, so one padded
+            # batched matmul over all experts beats one call per expert.
+            padded_ECI = x_ND.new_zeros(len(self.counts), capacity, x_ND.shape[1])
+            padded_ECI[self.expert_N, self.slot_N] = x_ND
+            return torch.bmm(padded_ECI, w_EOI.transpose(1, 2))[self.expert_N, self.slot_N]
+        if torch.is_grad_enabled() and (x_ND.requires_grad or w_EOI.requires_grad):
+            pieces = [x.mm(w_EOI[e].t()) for e, x in enumerate(x_ND.split(self.counts)) if self.counts[e]]
+            return torch.cat(pieces)
+        out_NO = x_ND.new_empty(x_ND.shape[0], w_EOI.shape[1])
+        start = 0
+        for expert, count in enumerate(self.counts):
+            if count:  # mm into a slice of the output: no concatenation copy
+                rows = slice(start, start + count)
+                torch.mm(x_ND[rows], w_EOI[expert].t(), out=out_NO[rows])
+                start += count
+        return out_NO
 
 
 class MoE(nn.Module):
@@ -199,19 +223,74 @@ class MoE(nn.Module):
         x_TD = x_BTD.reshape(B * T, D)
         scores_TE = self.gate.scores(x_TD)
         weights_TK, expert_ids_TK = self.gate.select(scores_TE)
-        with torch.no_grad():
-            self.tokens_per_expert += torch.bincount(
-                expert_ids_TK.reshape(-1), minlength=self.experts.num_experts
-            ).float()
+        counts_E = torch.bincount(expert_ids_TK.reshape(-1), minlength=self.experts.num_experts)
+        self.tokens_per_expert += counts_E  # integer counts: nothing for autograd to track
         if self.training and self.config.aux_loss_alpha > 0:
             self.balance_loss = self._sequence_balance_loss(
                 scores_TE.view(B, T, -1), expert_ids_TK.view(B, T, -1)
             )
-        run = self.experts.forward_grouped if self.dispatch == "grouped" else self.experts.forward_looped
-        out_TD = run(x_TD, weights_TK.to(x_TD.dtype), expert_ids_TK)
+        weights_TK = weights_TK.to(x_TD.dtype)
+        if self.dispatch == "looped":
+            out_TD = self.experts.forward_looped(x_TD, weights_TK, expert_ids_TK)
+        elif self._few_pairs_pays(x_TD, expert_ids_TK):
+            return self._few_pairs(x_TD, weights_TK, expert_ids_TK).view(B, T, D)
+        else:
+            out_TD = self.experts.forward_grouped(x_TD, weights_TK, expert_ids_TK, counts_E=counts_E)
         if self.shared_experts is not None:
             out_TD = out_TD + self.shared_experts(x_TD)
         return out_TD.view(B, T, D)
+
+    def _few_pairs_pays(self, x_TD: torch.Tensor, expert_ids_TK: torch.Tensor) -> bool:
+        """Decode-sized batches, where launching a matmul costs more than copying its weights.
+
+        On CUDA that holds for any expert size. On CPU it holds in half precision (a small
+        oneDNN bfloat16 matmul costs ~25 us, float32 ~5 us) while the copied weights stay small.
+        """
+        if not (x_TD.is_cuda or x_TD.dtype != torch.float32):
+            return False
+        if expert_ids_TK.numel() >= self.experts.num_experts or not self._plain_shared_experts():
+            return False
+        copied = expert_ids_TK.numel() * self.experts.params_per_expert * x_TD.element_size()
+        return x_TD.is_cuda or copied <= FEW_PAIRS_MAX_CPU_BYTES
+
+    def _plain_shared_experts(self) -> bool:
+        """True when the shared experts' weights can be read directly (no adapter wraps them)."""
+        shared = self.shared_experts
+        if shared is None:
+            return True
+        linears = (shared.gate_proj, shared.up_proj, shared.down_proj)
+        return all(type(m) is nn.Linear and m.bias is None for m in linears)
+
+    def _few_pairs(
+        self, x_TD: torch.Tensor, weights_TK: torch.Tensor, expert_ids_TK: torch.Tensor
+    ) -> torch.Tensor:
+        """Gather just the chosen experts' weights, with the shared experts as extra experts of
+        weight 1, and run the whole layer as two batched matmuls (gpt-fast's batch-1 trick)."""
+        T, K = expert_ids_TK.shape
+        flat_ids_N = expert_ids_TK.reshape(-1)
+        gate_up_N2ID = self.experts.gate_up_proj[flat_ids_N].view(T, K, *self.experts.gate_up_proj.shape[1:])
+        down_NDI = self.experts.down_proj[flat_ids_N].view(T, K, *self.experts.down_proj.shape[1:])
+        if self.shared_experts is not None:
+            shared_gate_up, shared_down = self._shared_as_experts()
+            gate_up_N2ID = torch.cat((gate_up_N2ID, shared_gate_up.expand(T, -1, -1, -1)), dim=1)
+            down_NDI = torch.cat((down_NDI, shared_down.expand(T, -1, -1, -1)), dim=1)
+            weights_TK = torch.cat((weights_TK, weights_TK.new_ones(T, shared_gate_up.shape[1])), dim=1)
+        S = gate_up_N2ID.shape[1]  # routed plus shared slots per token
+        x_N1D = x_TD.repeat_interleave(S, dim=0).unsqueeze(1)
+        h = torch.bmm(x_N1D, gate_up_N2ID.flatten(0, 1).transpose(1, 2))
+        gate, up = h.chunk(2, dim=-1)
+        h_N1I = F.silu(gate) * up * weights_TK.reshape(-1, 1, 1)
+        y_N1D = torch.bmm(h_N1I, down_NDI.flatten(0, 1).transpose(1, 2))
+        return y_N1D.view(T, S, -1).sum(dim=1)
+
+    def _shared_as_experts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared SwiGLU of width n_shared * I as n_shared experts of width I (it is separable)."""
+        assert self.shared_experts is not None
+        n, D = self.config.n_shared_experts or 0, self.config.hidden_size
+        gate = self.shared_experts.gate_proj.weight.view(n, -1, D)
+        up = self.shared_experts.up_proj.weight.view(n, -1, D)
+        down = self.shared_experts.down_proj.weight.view(D, n, -1).transpose(0, 1)
+        return torch.cat((gate, up), dim=1)[None], down[None]
 
     def _sequence_balance_loss(self, scores_BTE: torch.Tensor, expert_ids_BTK: torch.Tensor) -> torch.Tensor:
         """Sequence-wise balance loss of DeepSeek-V3 (eq. 17-20): alpha * sum_e f_e * P_e per sequence."""
