@@ -265,32 +265,43 @@ class MoE(nn.Module):
         self, x_TD: torch.Tensor, weights_TK: torch.Tensor, expert_ids_TK: torch.Tensor
     ) -> torch.Tensor:
         """Gather just the chosen experts' weights, with the shared experts as extra experts of
-        weight 1, and run the whole layer as two batched matmuls (gpt-fast's batch-1 trick)."""
-        T, K = expert_ids_TK.shape
-        flat_ids_N = expert_ids_TK.reshape(-1)
-        gate_up_N2ID = self.experts.gate_up_proj[flat_ids_N].view(T, K, *self.experts.gate_up_proj.shape[1:])
-        down_NDI = self.experts.down_proj[flat_ids_N].view(T, K, *self.experts.down_proj.shape[1:])
-        if self.shared_experts is not None:
-            shared_gate_up, shared_down = self._shared_as_experts()
-            gate_up_N2ID = torch.cat((gate_up_N2ID, shared_gate_up.expand(T, -1, -1, -1)), dim=1)
-            down_NDI = torch.cat((down_NDI, shared_down.expand(T, -1, -1, -1)), dim=1)
-            weights_TK = torch.cat((weights_TK, weights_TK.new_ones(T, shared_gate_up.shape[1])), dim=1)
-        S = gate_up_N2ID.shape[1]  # routed plus shared slots per token
-        x_N1D = x_TD.repeat_interleave(S, dim=0).unsqueeze(1)
-        h = torch.bmm(x_N1D, gate_up_N2ID.flatten(0, 1).transpose(1, 2))
-        gate, up = h.chunk(2, dim=-1)
-        h_N1I = F.silu(gate) * up * weights_TK.reshape(-1, 1, 1)
-        y_N1D = torch.bmm(h_N1I, down_NDI.flatten(0, 1).transpose(1, 2))
-        return y_N1D.view(T, S, -1).sum(dim=1)
+        weight 1, and run the whole layer as two batched matmuls (gpt-fast's batch-1 trick).
 
-    def _shared_as_experts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The shared SwiGLU of width n_shared * I as n_shared experts of width I (it is separable)."""
+        Rows: the T*K routed pairs, then T*S shared pairs. Each weight is copied once, straight
+        into one buffer per projection.
+        """
+        T, K = expert_ids_TK.shape
+        N, S = T * K, (self.config.n_shared_experts or 0) if self.shared_experts is not None else 0
+        experts = self.experts
+        gate_up = experts.gate_up_proj.new_empty(N + T * S, *experts.gate_up_proj.shape[1:])
+        down = experts.down_proj.new_empty(N + T * S, *experts.down_proj.shape[1:])
+        flat_ids_N = expert_ids_TK.reshape(-1)
+        torch.index_select(experts.gate_up_proj, 0, flat_ids_N, out=gate_up[:N])
+        torch.index_select(experts.down_proj, 0, flat_ids_N, out=down[:N])
+        rows_x = [x_TD.repeat_interleave(K, dim=0)]
+        if S:
+            self._copy_shared_as_experts(
+                gate_up[N:].view(T, S, *gate_up.shape[1:]), down[N:].view(T, S, *down.shape[1:])
+            )
+            rows_x.append(x_TD.repeat_interleave(S, dim=0))
+        h = torch.bmm(torch.cat(rows_x).unsqueeze(1), gate_up.transpose(1, 2))
+        gate, up = h.chunk(2, dim=-1)
+        h = F.silu(gate) * up
+        h[:N] *= weights_TK.reshape(-1, 1, 1)
+        y = torch.bmm(h, down.transpose(1, 2)).squeeze(1)
+        out_TD = y[:N].view(T, K, -1).sum(dim=1)
+        return out_TD + y[N:].view(T, S, -1).sum(dim=1) if S else out_TD
+
+    def _copy_shared_as_experts(self, gate_up_TS2ID: torch.Tensor, down_TSDI: torch.Tensor) -> None:
+        """The shared SwiGLU of width S * I is S experts of width I (it is separable over units)."""
         assert self.shared_experts is not None
-        n, D = self.config.n_shared_experts or 0, self.config.hidden_size
-        gate = self.shared_experts.gate_proj.weight.view(n, -1, D)
-        up = self.shared_experts.up_proj.weight.view(n, -1, D)
-        down = self.shared_experts.down_proj.weight.view(D, n, -1).transpose(0, 1)
-        return torch.cat((gate, up), dim=1)[None], down[None]
+        T, S, two_I, D = gate_up_TS2ID.shape
+        I = two_I // 2
+        gate_up_TS2ID[:, :, :I] = self.shared_experts.gate_proj.weight.view(S, I, D)
+        gate_up_TS2ID[:, :, I:] = self.shared_experts.up_proj.weight.view(S, I, D)
+        down_TSDI.copy_(
+            self.shared_experts.down_proj.weight.view(D, S, I).transpose(0, 1).expand(T, -1, -1, -1)
+        )
 
     def _sequence_balance_loss(self, scores_BTE: torch.Tensor, expert_ids_BTK: torch.Tensor) -> torch.Tensor:
         """Sequence-wise balance loss of DeepSeek-V3 (eq. 17-20): alpha * sum_e f_e * P_e per sequence."""
