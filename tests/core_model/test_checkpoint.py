@@ -178,3 +178,11 @@ def test_preset_without_weights_is_seeded():
 def test_unknown_source_says_what_is_accepted():
     with pytest.raises(FileNotFoundError, match="neither a checkpoint directory nor a preset"):
         load_model("no-such-model")
+
+
+@pytest.mark.gpu
+def test_loads_onto_cuda_in_bfloat16(tmp_path):
+    directory = save_model(load_model("tiny"), tmp_path)
+    model = load_model(directory, device="cuda", dtype=torch.bfloat16)
+    logits = model(torch.tensor([[1, 2, 3]], device="cuda"))
+    assert logits.device.type == "cuda" and torch.isfinite(logits.float()).all()

@@ -163,3 +163,16 @@ def test_half_precision_paths_match_the_reference(tokens):
         moe.dispatch = "looped"
         looped = moe(x_BTD)
     assert (grouped - looped).abs().max() <= 0.02 * looped.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tokens", [1, 300])
+def test_cuda_bfloat16_paths_match_the_reference(tokens):
+    moe = _moe(MoEConfig.preset("tiny")).to("cuda", torch.bfloat16)
+    moe.gate.float()
+    x_BTD = torch.randn(1, tokens, moe.config.hidden_size, dtype=torch.bfloat16, device="cuda")
+    with torch.no_grad():
+        grouped = moe(x_BTD)
+        moe.dispatch = "looped"
+        looped = moe(x_BTD)
+    assert (grouped - looped).abs().max() <= 0.02 * looped.abs().max()
