@@ -1,0 +1,135 @@
+"""The engine against the simple reference: same greedy tokens, whatever the batching.
+
+.venv/bin/python -m pytest tests/core_model/engine/test_engine.py -q
+"""
+
+import asyncio
+
+import pytest
+import torch
+
+from core_model import MoEConfig, MoEForCausalLM, save_model
+from core_model.engine import Engine, EngineConfig, SamplingParams, naive_generate
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Tiny, with weights large enough that greedy choices are not near-ties."""
+    model = MoEForCausalLM(MoEConfig.preset("tiny").replace(initializer_range=0.15))
+    model.init_weights(torch.Generator().manual_seed(0))
+    return model.eval()
+
+
+def _prompts(lengths, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 256, (n,), generator=generator).tolist() for n in lengths]
+
+
+def _run_staggered(engine, prompts, params, arrivals):
+    """Adds prompt i before step arrivals[i]; steps until all finish."""
+    ids, finals, step = {}, {}, 0
+    while len(finals) < len(prompts):
+        for i, arrival in enumerate(arrivals):
+            if arrival == step:
+                ids[engine.add_request(prompts[i], params)] = i
+        for output in engine.step():
+            if output.finished:
+                finals[ids[output.request_id]] = output
+        step += 1
+    return [finals[i] for i in range(len(prompts))]
+
+
+def test_staggered_prompts_with_preemption_match_naive_generation(model):
+    prompts = _prompts([3, 9, 17, 30, 5])
+    engine = Engine(model, config=EngineConfig(block_size=4, max_cache_tokens=72, max_batched_tokens=24))
+    outputs = _run_staggered(engine, prompts, GREEDY, arrivals=[0, 0, 2, 3, 7])
+    assert engine.scheduler.num_preemptions > 0
+    for prompt, output in zip(prompts, outputs, strict=True):
+        assert output.token_ids == naive_generate(model, prompt, max_new_tokens=GREEDY.max_tokens)
+        assert output.finish_reason == "length"
+
+
+def test_chunked_prefill_matches_naive_generation(model):
+    [prompt] = _prompts([45], seed=1)
+    engine = Engine(model, config=EngineConfig(block_size=8, max_batched_tokens=7, attention_chunk=16))
+    [output] = engine.generate([prompt], GREEDY)
+    assert output.token_ids == naive_generate(model, prompt, max_new_tokens=GREEDY.max_tokens)
+
+
+def test_greedy_matches_transformers_generate(model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(save_model(model, tmp_path)).eval()
+    prompts = _prompts([4, 13], seed=2)
+    outputs = Engine(model).generate(prompts, GREEDY)
+    for prompt, output in zip(prompts, outputs, strict=True):
+        generated = reference.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=GREEDY.max_tokens,
+            min_new_tokens=GREEDY.max_tokens,
+            do_sample=False,
+        )
+        assert output.token_ids == generated[0, len(prompt) :].tolist()
+
+
+def test_cache_holds_only_the_latent(model):
+    engine = Engine(model, config=EngineConfig(max_cache_tokens=256))
+    config = model.config
+    assert engine.cache.bytes_per_token_per_layer == (config.kv_lora_rank + config.qk_rope_head_dim) * 4
+    assert engine.cache.total_bytes == 256 * config.num_hidden_layers * engine.cache.bytes_per_token_per_layer
+
+
+def test_blocks_are_freed_when_requests_finish_or_are_cancelled(model):
+    engine = Engine(model, config=EngineConfig(block_size=4, max_cache_tokens=64))
+    engine.generate(_prompts([10, 7]), GREEDY)
+    assert engine.pool.num_free == engine.pool.num_blocks
+    request_id = engine.add_request(_prompts([9])[0], GREEDY)
+    engine.step()
+    assert engine.pool.num_free < engine.pool.num_blocks
+    engine.abort(request_id)
+    [output] = engine.step()
+    assert (output.request_id, output.finished, output.finish_reason) == (request_id, True, "abort")
+    assert engine.pool.num_free == engine.pool.num_blocks
+
+
+def test_prefix_cache_reuses_full_blocks(model):
+    engine = Engine(model, config=EngineConfig(block_size=8))
+    [shared] = _prompts([35], seed=3)
+    first, second = shared + [7, 8], shared + [9]
+    engine.generate([first], GREEDY)
+    [output] = engine.generate([second], GREEDY)
+    assert output.cached_prompt_tokens == 32  # four full blocks of the shared 35 tokens
+    assert output.token_ids == naive_generate(model, second, max_new_tokens=GREEDY.max_tokens)
+
+
+def test_max_tokens_and_stop_token_ids_end_a_request(model):
+    [prompt] = _prompts([6], seed=4)
+    free_run = naive_generate(model, prompt, max_new_tokens=8)
+    stop_at = free_run[4]
+    [output] = Engine(model).generate(
+        [prompt], SamplingParams(max_tokens=8, temperature=0, stop_token_ids=[stop_at])
+    )
+    assert output.token_ids == free_run[: free_run.index(stop_at) + 1]
+    assert output.finish_reason == "stop"
+
+
+def test_stream_yields_each_token_then_finishes(model):
+    engine = Engine(model)
+    [prompt] = _prompts([5], seed=5)
+
+    async def collect():
+        return [output async for output in engine.stream(prompt, GREEDY)]
+
+    outputs = asyncio.run(collect())
+    assert [o.delta_token_ids[0] for o in outputs] == naive_generate(model, prompt, max_new_tokens=12)
+    assert outputs[-1].finished and not any(o.finished for o in outputs[:-1])
+
+
+def test_a_request_that_cannot_fit_is_refused(model):
+    engine = Engine(model, config=EngineConfig(max_cache_tokens=32))
+    with pytest.raises(ValueError, match="exceeds the cache's 32 tokens"):
+        engine.add_request(list(range(3, 30)), SamplingParams(max_tokens=10))
+    with pytest.raises(ValueError, match="the model's context is 512"):
+        Engine(model).add_request([5] * 600, SamplingParams(max_tokens=1))
