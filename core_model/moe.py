@@ -224,7 +224,7 @@ class MoE(nn.Module):
         scores_TE = self.gate.scores(x_TD)
         weights_TK, expert_ids_TK = self.gate.select(scores_TE)
         counts_E = torch.bincount(expert_ids_TK.reshape(-1), minlength=self.experts.num_experts)
-        self.tokens_per_expert += counts_E  # integer counts: nothing for autograd to track
+        self.tokens_per_expert.add_(counts_E)  # integer counts: nothing for autograd to track
         if self.training and self.config.aux_loss_alpha > 0:
             self.balance_loss = self._sequence_balance_loss(
                 scores_TE.view(B, T, -1), expert_ids_TK.view(B, T, -1)

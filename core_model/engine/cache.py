@@ -51,7 +51,8 @@ class LatentCache:
 
     def read(self, layer: int, slots: torch.Tensor) -> torch.Tensor:
         """Latents at the given slots, any shape of index: [..., W]."""
-        return self.latents_LPW[layer][slots]
+        flat = torch.index_select(self.latents_LPW[layer], 0, slots.reshape(-1))
+        return flat.view(*slots.shape, self.width)
 
 
 class BlockPool:

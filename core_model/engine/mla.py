@@ -38,14 +38,16 @@ def absorbed_decode(
     """One query token per sequence over its cached latents; `visible_BS` masks padding/window."""
     c = attn.config
     w_uk_HNC, w_uv_HVC = absorbed_weights(attn)
-    c_kv_BSC, k_rope_BSR = latent_BSW.split([c.kv_lora_rank, c.qk_rope_head_dim], dim=-1)
-    q_latent_BHC = torch.einsum("bhn,hnc->bhc", q_nope_BHN, w_uk_HNC)
-    scores_BHS = torch.einsum("bhc,bsc->bhs", q_latent_BHC, c_kv_BSC)
-    scores_BHS = scores_BHS + torch.einsum("bhr,bsr->bhs", q_rope_BHR, k_rope_BSR)
-    scores_BHS = (scores_BHS.float() * c.softmax_scale).masked_fill(~visible_BS[:, None, :], float("-inf"))
-    probs_BHS = scores_BHS.softmax(dim=-1).to(c_kv_BSC.dtype)
-    context_BHC = torch.einsum("bhs,bsc->bhc", probs_BHS, c_kv_BSC)
-    return torch.einsum("bhc,hvc->bhv", context_BHC, w_uv_HVC)
+    # The absorbed query meets the cached [c_kv, k_rope] in one product: it is multi-query
+    # attention with one shared (C + R)-wide key per token, whose first C values are the value.
+    q_latent_HBC = torch.bmm(q_nope_BHN.transpose(0, 1), w_uk_HNC)
+    q_BHW = torch.cat((q_latent_HBC.transpose(0, 1), q_rope_BHR), dim=-1)
+    scores_BHS = torch.bmm(q_BHW, latent_BSW.transpose(1, 2)).float() * c.softmax_scale
+    scores_BHS = scores_BHS.masked_fill(~visible_BS[:, None, :], float("-inf"))
+    probs_BHS = scores_BHS.softmax(dim=-1).to(latent_BSW.dtype)
+    context_BHC = torch.bmm(probs_BHS, latent_BSW[..., : c.kv_lora_rank])
+    out_HBV = torch.bmm(context_BHC.transpose(0, 1), w_uv_HVC.transpose(1, 2))
+    return out_HBV.transpose(0, 1)
 
 
 def decompressed_prefill(

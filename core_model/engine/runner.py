@@ -30,15 +30,28 @@ class SequenceSlice:
 
     first_position: int  # position of the first new token (= tokens already cached)
     num_new: int
-    context_slots: list[int]  # cache slot of every position 0 .. first_position + num_new - 1
+    context_slots: torch.Tensor  # cache slot of every position 0 .. first_position + num_new - 1
+
+
+@dataclass
+class Prefill:
+    rows: slice  # its new tokens' rows in the step
+    first_position: int
+    context_slots_S: torch.Tensor
 
 
 @dataclass
 class StepBatch:
+    """Everything a step needs as tensors, built once per step rather than once per layer."""
+
     token_ids_N: torch.Tensor
     positions_N: torch.Tensor
     slots_N: torch.Tensor
-    sequences: list[SequenceSlice]
+    last_rows_B: torch.Tensor  # each sequence's last new token
+    decode_rows_D: torch.Tensor | None  # sequences with one new token: absorbed attention
+    decode_slots_DS: torch.Tensor | None
+    decode_visible_DS: torch.Tensor | None
+    prefills: list[Prefill]
 
 
 class ModelRunner:
@@ -51,14 +64,49 @@ class ModelRunner:
     def build_batch(self, sequences: list[tuple[list[int], SequenceSlice]]) -> StepBatch:
         """`sequences`: (the new token ids, their slice) per sequence."""
         tokens: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
+        positions: list[torch.Tensor] = []
+        slots: list[torch.Tensor] = []
+        last_rows: list[int] = []
+        decoding: list[tuple[int, SequenceSlice]] = []
+        prefills: list[Prefill] = []
         for new_ids, part in sequences:
+            row = len(tokens)
             tokens += new_ids
-            positions += range(part.first_position, part.first_position + part.num_new)
-            slots += part.context_slots[part.first_position :]
-        as_long = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
-        return StepBatch(as_long(tokens), as_long(positions), as_long(slots), [part for _, part in sequences])
+            end = part.first_position + part.num_new
+            positions.append(torch.arange(part.first_position, end))
+            slots.append(part.context_slots[part.first_position :])
+            last_rows.append(len(tokens) - 1)
+            if part.num_new == 1:
+                decoding.append((row, part))
+            else:
+                prefills.append(
+                    Prefill(slice(row, len(tokens)), part.first_position, part.context_slots.to(self.device))
+                )
+        decode_rows = decode_slots = decode_visible = None
+        if decoding:
+            decode_rows = torch.tensor([row for row, _ in decoding], device=self.device)
+            decode_slots, decode_visible = self._padded_contexts([part for _, part in decoding])
+        return StepBatch(
+            token_ids_N=torch.tensor(tokens, device=self.device),
+            positions_N=torch.cat(positions).to(self.device),
+            slots_N=torch.cat(slots).to(self.device),
+            last_rows_B=torch.tensor(last_rows, device=self.device),
+            decode_rows_D=decode_rows,
+            decode_slots_DS=decode_slots,
+            decode_visible_DS=decode_visible,
+            prefills=prefills,
+        )
+
+    def _padded_contexts(self, parts: list[SequenceSlice]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots [D, S_max] of decoding sequences, padded, and which positions each may see."""
+        lengths = torch.tensor([len(part.context_slots) for part in parts])
+        slots_DS = torch.nn.utils.rnn.pad_sequence([part.context_slots for part in parts], batch_first=True)
+        positions_S = torch.arange(slots_DS.shape[1])
+        visible_DS = positions_S[None, :] < lengths[:, None]
+        window = self.model.config.sliding_window
+        if window is not None:
+            visible_DS &= positions_S[None, :] > lengths[:, None] - 1 - window
+        return slots_DS.to(self.device), visible_DS.to(self.device)
 
     @torch.inference_mode()
     def forward(self, batch: StepBatch) -> torch.Tensor:
@@ -68,59 +116,40 @@ class ModelRunner:
         cos, sin = trunk.rotary_emb(batch.positions_N[None])
         for index, layer in enumerate(cast(list[DecoderLayer], trunk.layers)):
             h_ND = layer.input_layernorm(x_ND)
-            x_ND = x_ND + self._attention(index, layer, h_ND, cos, sin, batch)
+            x_ND = x_ND + self._attention(index, layer.self_attn, h_ND, cos, sin, batch)
             x_ND = x_ND + layer.mlp(layer.post_attention_layernorm(x_ND)[None])[0]
-        ends = torch.tensor([0] + [s.num_new for s in batch.sequences], device=self.device).cumsum(0)[1:] - 1
-        return self.model.lm_head(trunk.norm(x_ND[ends]))
+        return self.model.lm_head(trunk.norm(x_ND[batch.last_rows_B]))
 
     def _attention(
         self,
         index: int,
-        layer: DecoderLayer,
+        attn: MultiHeadLatentAttention,
         h_ND: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
         batch: StepBatch,
     ) -> torch.Tensor:
-        attn: MultiHeadLatentAttention = layer.self_attn
         q_nope, q_rope = (q[0] for q in attn.queries(h_ND[None], cos, sin))  # [N, H, *]
         c_kv, k_rope = attn.latent(h_ND[None], cos, sin)
         self.cache.write(index, batch.slots_N, torch.cat((c_kv[0], k_rope[0]), dim=-1))
+        if not batch.prefills:  # all decoding: no rows to pick
+            latent_DSW = self.cache.read(index, batch.decode_slots_DS)
+            out_NHV = absorbed_decode(attn, q_nope, q_rope, latent_DSW, batch.decode_visible_DS)
+            return attn.o_proj(out_NHV.flatten(1))
         out_NHV = q_nope.new_empty(h_ND.shape[0], attn.num_heads, attn.config.v_head_dim)
-        starts = [0]
-        for part in batch.sequences:
-            starts.append(starts[-1] + part.num_new)
-        decoding = [i for i, part in enumerate(batch.sequences) if part.num_new == 1]
-        if decoding:
-            rows = torch.tensor([starts[i] for i in decoding], device=self.device)
-            latent_BSW, visible_BS = self._gather_contexts(index, [batch.sequences[i] for i in decoding])
-            out_NHV[rows] = absorbed_decode(attn, q_nope[rows], q_rope[rows], latent_BSW, visible_BS)
-        for i, part in enumerate(batch.sequences):
-            if part.num_new == 1:
-                continue
-            rows_slice = slice(starts[i], starts[i + 1])
-            slots = torch.tensor(part.context_slots, device=self.device)
-            out_NHV[rows_slice] = decompressed_prefill(
+        if batch.decode_rows_D is not None:
+            rows = batch.decode_rows_D
+            latent_DSW = self.cache.read(index, batch.decode_slots_DS)
+            out_NHV[rows] = absorbed_decode(
+                attn, q_nope[rows], q_rope[rows], latent_DSW, batch.decode_visible_DS
+            )
+        for prefill in batch.prefills:
+            out_NHV[prefill.rows] = decompressed_prefill(
                 attn,
-                q_nope[rows_slice],
-                q_rope[rows_slice],
-                self.cache.read(index, slots),
-                first_position=part.first_position,
+                q_nope[prefill.rows],
+                q_rope[prefill.rows],
+                self.cache.read(index, prefill.context_slots_S),
+                first_position=prefill.first_position,
                 chunk_size=self.attention_chunk,
             )
         return attn.o_proj(out_NHV.flatten(1))
-
-    def _gather_contexts(self, index: int, parts: list[SequenceSlice]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded latents [B, S_max, W] of decoding sequences, and which positions each may see."""
-        lengths = [len(part.context_slots) for part in parts]
-        longest = max(lengths)
-        slots_BS = torch.zeros(len(parts), longest, dtype=torch.long)
-        for row, part in enumerate(parts):
-            slots_BS[row, : lengths[row]] = torch.tensor(part.context_slots)
-        positions_S = torch.arange(longest)
-        length_B1 = torch.tensor(lengths)[:, None]
-        visible_BS = positions_S[None, :] < length_B1
-        window = self.model.config.sliding_window
-        if window is not None:
-            visible_BS &= positions_S[None, :] > length_B1 - 1 - window
-        return self.cache.read(index, slots_BS.to(self.device)), visible_BS.to(self.device)

@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from .cache import BlockPool, extend_block_hashes
 
 
@@ -145,10 +147,11 @@ class Scheduler:
             self.pool.register(sequence.block_table[i], sequence.block_hashes[i])
         sequence.num_registered = full
 
-    def slots(self, sequence: Sequence, length: int) -> list[int]:
+    def slots(self, sequence: Sequence, length: int) -> torch.Tensor:
         """Cache slots of positions 0 .. length - 1 of the sequence."""
-        size = self.block_size
-        return [sequence.block_table[p // size] * size + p % size for p in range(length)]
+        positions = torch.arange(length)
+        blocks = torch.tensor(sequence.block_table)
+        return blocks[positions // self.block_size] * self.block_size + positions % self.block_size
 
     def _grow(self, sequence: Sequence, count: int) -> bool:
         needed = math.ceil((sequence.num_computed + count) / self.block_size) - len(sequence.block_table)
