@@ -293,7 +293,7 @@ _YARN_40X = {
 PRESETS: dict[str, dict[str, Any]] = {
     # Every fast test builds this one.
     "tiny": {
-        "vocab_size": 256,
+        "vocab_size": 512,  # room for a byte-level BPE: 256 bytes + special tokens + merges
         "hidden_size": 64,
         "intermediate_size": 128,
         "moe_intermediate_size": 32,

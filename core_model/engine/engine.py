@@ -19,7 +19,7 @@ import itertools
 import math
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
@@ -292,6 +292,28 @@ class Engine:
             for request_id in ids:
                 self._listeners.pop(request_id, None)
         return [finals[request_id] for request_id in ids]
+
+    def iterate(
+        self, prompt: str | list[int], params: SamplingParams | None = None
+    ) -> Iterator[RequestOutput]:
+        """Synchronous streaming: an output per new token, stepping the engine as needed."""
+        outputs: queue.SimpleQueue[RequestOutput] = queue.SimpleQueue()
+        request_id = f"req-{next(self._ids)}"
+        self._listeners[request_id] = outputs.put
+        finished = False
+        try:
+            self.add_request(prompt, params, request_id=request_id)
+            while not finished:
+                if outputs.empty() and self._worker is None:
+                    self.step()
+                    continue
+                output = outputs.get()
+                finished = output.finished
+                yield output
+        finally:
+            self._listeners.pop(request_id, None)
+            if not finished:
+                self.abort(request_id)
 
     async def stream(
         self, prompt: str | list[int], params: SamplingParams | None = None, *, request_id: str | None = None
