@@ -3,6 +3,8 @@
     verticals info                       # the embedded default model
     verticals info --model tiny          # any preset
     verticals info --model CHECKPOINT    # a Hugging Face DeepSeek-V2/V3 directory (reads config.json only)
+    verticals serve                      # the OpenAI-compatible API on http://127.0.0.1:8000/v1
+    verticals serve --model CHECKPOINT --host 0.0.0.0 --api-key KEY   # (or VERTICALS_API_KEY=KEY)
 
 It is the composition root: the only code that knows every app. It parses arguments and prints;
 the work happens in `core_model` and the apps.
@@ -11,6 +13,7 @@ the work happens in `core_model` and the apps.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,14 +29,53 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print a model's architecture and memory arithmetic")
     info.add_argument("--model", default=DEFAULT_MODEL, help="preset name or checkpoint directory")
+    serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API")
+    serve.add_argument("--model", default=DEFAULT_MODEL, help="preset name or checkpoint directory")
+    serve.add_argument("--served-model-name", help="the model id clients send (default: --model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("VERTICALS_API_KEY"),
+        help="require `Authorization: Bearer KEY` (default: $VERTICALS_API_KEY); needed off loopback",
+    )
+    serve.add_argument("--max-cache-tokens", type=int, help="KV cache capacity in tokens")
+    serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
             print(describe(args.model))
-    except (ConfigError, FileNotFoundError) as error:
+        elif args.command == "serve":
+            run_server(args)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"verticals: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_server(args: argparse.Namespace) -> None:
+    """Settings first (an unsafe bind fails before anything loads), then the app, then uvicorn."""
+    # Imported here: `info` must work without the serve extra (fastapi, uvicorn).
+    import uvicorn
+
+    from apps.suite import create_app
+    from core_model.serve import ServeSettings
+
+    settings = ServeSettings(
+        model=args.model,
+        served_model_name=args.served_model_name,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        max_queue=args.max_queue,
+        max_cache_tokens=args.max_cache_tokens,
+    )
+    app = create_app(settings)
+    auth = "Bearer key required" if settings.api_key else "no API key"
+    print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
+    print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
+    sys.stdout.flush()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 
 def describe(source: str) -> str:

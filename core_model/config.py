@@ -8,6 +8,7 @@ It is not the model (see `model.py`) and holds no weights.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -191,7 +192,7 @@ class MoEConfig:
     def preset(cls, name: str) -> MoEConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-        return cls(**PRESETS[name])
+        return cls(**copy.deepcopy(PRESETS[name]))  # callers may change the nested dicts
 
     def replace(self, **changes: Any) -> MoEConfig:
         return dataclasses.replace(self, **changes)
@@ -222,10 +223,13 @@ class MoEConfig:
             raise ConfigError(f"{source}: {error}") from None
 
     def to_hf_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"architectures": [_ARCHITECTURES[self.model_type]], **self.extra}
+        out: dict[str, Any] = {
+            "architectures": [_ARCHITECTURES[self.model_type]],
+            **copy.deepcopy(self.extra),
+        }
         for f in dataclasses.fields(self):
             if f.name != "extra":
-                out[f.name] = getattr(self, f.name)
+                out[f.name] = copy.deepcopy(getattr(self, f.name))  # transformers edits rope dicts in place
         # Written so that transformers 4 and 5, vLLM and SGLang all read it.
         out["num_key_value_heads"] = self.num_attention_heads
         out["head_dim"] = self.qk_rope_head_dim

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
@@ -32,6 +33,8 @@ from .detokenize import IncrementalDetokenizer, StopStrings
 from .runner import ModelRunner, SequenceSlice
 from .sampling import Sampler, SamplingParams, make_generator
 from .scheduler import Scheduler, Sequence
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class RequestOutput:
     delta_token_ids: list[int]
     delta_text: str
     finished: bool = False
-    finish_reason: str | None = None  # "stop", "length" or "abort"
+    finish_reason: str | None = None  # "stop", "length", "abort" or "error"
     logprobs: list[float] | None = None
     top_logprobs: list[list[tuple[int, float]]] | None = None
     cached_prompt_tokens: int = 0
@@ -106,6 +109,9 @@ class Engine:
         self._step_lock = threading.Lock()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
+        self._pending_adds = 0
+        self._stopping = False
+        self.error: BaseException | None = None  # the last failure of a step on the worker
 
     # ------------------------------------------------------------------------- requests
     def add_request(
@@ -113,10 +119,7 @@ class Engine:
     ) -> str:
         """Queues a request; it joins the running batch at the next step. Returns its id."""
         params = params or SamplingParams()
-        prompt_ids = self._encode(prompt)
-        self._check_fits(len(prompt_ids), params.max_tokens)
-        if params.stop and self.tokenizer is None:
-            raise ValueError("stop strings need a tokenizer to decode the output")
+        prompt_ids = self.check(prompt, params)
         request_id = request_id or f"req-{next(self._ids)}"
         sequence = Sequence(request_id, prompt_ids, params.max_tokens)
         sequence.state["request"] = _Request(
@@ -125,9 +128,18 @@ class Engine:
             detokenizer=IncrementalDetokenizer(self.tokenizer) if self.tokenizer else None,
             stops=StopStrings(params.stop),
         )
+        self._pending_adds += 1
         self._inbox.put(("add", sequence))
         self._wake.set()
         return request_id
+
+    def check(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
+        """The prompt's token ids, or ValueError saying why the request can never run."""
+        prompt_ids = self._encode(prompt)
+        self._check_fits(len(prompt_ids), params.max_tokens)
+        if params.stop and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer to decode the output")
+        return prompt_ids
 
     def abort(self, request_id: str) -> None:
         """Cancels a request: it stops at the next step and its cache blocks are freed."""
@@ -136,6 +148,15 @@ class Engine:
 
     def has_unfinished(self) -> bool:
         return bool(self._sequences) or not self._inbox.empty()
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests not running yet: queued for the scheduler or just added."""
+        return len(self.scheduler.waiting) + self._pending_adds
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
 
     def _encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -179,6 +200,7 @@ class Engine:
             action, payload = self._inbox.get()
             if action == "add":
                 assert isinstance(payload, Sequence)
+                self._pending_adds -= 1
                 self._sequences[payload.request_id] = payload
                 self.scheduler.add(payload)
             elif isinstance(payload, str) and payload in self._sequences:
@@ -300,9 +322,10 @@ class Engine:
         outputs: queue.SimpleQueue[RequestOutput] = queue.SimpleQueue()
         request_id = f"req-{next(self._ids)}"
         self._listeners[request_id] = outputs.put
-        finished = False
+        added = finished = False
         try:
             self.add_request(prompt, params, request_id=request_id)
+            added = True
             while not finished:
                 if outputs.empty() and self._worker is None:
                     self.step()
@@ -312,13 +335,16 @@ class Engine:
                 yield output
         finally:
             self._listeners.pop(request_id, None)
-            if not finished:
+            if added and not finished:
                 self.abort(request_id)
 
     async def stream(
         self, prompt: str | list[int], params: SamplingParams | None = None, *, request_id: str | None = None
-    ) -> AsyncIterator[RequestOutput]:
-        """Yields an output per new token; cancelling the consumer aborts the request."""
+    ) -> AsyncGenerator[RequestOutput, None]:
+        """Yields an output per new token; closing or cancelling the consumer aborts the request.
+
+        Call `check` first to turn a bad request into an error before anything is streamed.
+        """
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
         request_id = request_id or f"req-{next(self._ids)}"
@@ -327,9 +353,10 @@ class Engine:
             loop.call_soon_threadsafe(outputs.put_nowait, output)
 
         self._listeners[request_id] = deliver
-        finished = False
+        added = finished = False
         try:
             self.add_request(prompt, params, request_id=request_id)
+            added = True
             self._ensure_worker()
             while not finished:
                 output = await outputs.get()
@@ -337,7 +364,7 @@ class Engine:
                 yield output
         finally:
             self._listeners.pop(request_id, None)
-            if not finished:
+            if added and not finished:
                 self.abort(request_id)
 
     def _ensure_worker(self) -> None:
@@ -346,11 +373,36 @@ class Engine:
             self._worker.start()
 
     def _work(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.wait()
             self._wake.clear()
-            while self.has_unfinished():
-                self.step()
+            while self.has_unfinished() and not self._stopping:
+                try:
+                    self.step()
+                except Exception as error:  # a failed step must not leave streams waiting forever
+                    log.exception("engine step failed; failing the requests in flight")
+                    self.error = error
+                    self._fail_all()
+
+    def _fail_all(self) -> None:
+        with self._step_lock:
+            self._take_inbox()
+            outputs = [
+                self._finish(sequence, "error", new_ids=[], new_text="")
+                for sequence in list(self._sequences.values())
+            ]
+        for output in outputs:
+            listener = self._listeners.get(output.request_id)
+            if listener is not None:
+                listener(output)
+
+    def shutdown(self) -> None:
+        """Stops the background thread (streams in flight end with finish_reason "error")."""
+        self._stopping = True
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+        self._fail_all()
 
 
 def _drain(request: _Request) -> str:

@@ -41,6 +41,15 @@ class Prefill:
 
 
 @dataclass
+class Decode:
+    """The sequences with one new token, attended together in the absorbed form."""
+
+    rows_D: torch.Tensor  # their new tokens' rows in the step
+    slots_DS: torch.Tensor  # their context slots, padded
+    visible_DS: torch.Tensor  # which padded positions each may see
+
+
+@dataclass
 class StepBatch:
     """Everything a step needs as tensors, built once per step rather than once per layer."""
 
@@ -48,9 +57,7 @@ class StepBatch:
     positions_N: torch.Tensor
     slots_N: torch.Tensor
     last_rows_B: torch.Tensor  # each sequence's last new token
-    decode_rows_D: torch.Tensor | None  # sequences with one new token: absorbed attention
-    decode_slots_DS: torch.Tensor | None
-    decode_visible_DS: torch.Tensor | None
+    decode: Decode | None
     prefills: list[Prefill]
 
 
@@ -82,18 +89,16 @@ class ModelRunner:
                 prefills.append(
                     Prefill(slice(row, len(tokens)), part.first_position, part.context_slots.to(self.device))
                 )
-        decode_rows = decode_slots = decode_visible = None
+        decode = None
         if decoding:
-            decode_rows = torch.tensor([row for row, _ in decoding], device=self.device)
-            decode_slots, decode_visible = self._padded_contexts([part for _, part in decoding])
+            rows = torch.tensor([row for row, _ in decoding], device=self.device)
+            decode = Decode(rows, *self._padded_contexts([part for _, part in decoding]))
         return StepBatch(
             token_ids_N=torch.tensor(tokens, device=self.device),
             positions_N=torch.cat(positions).to(self.device),
             slots_N=torch.cat(slots).to(self.device),
             last_rows_B=torch.tensor(last_rows, device=self.device),
-            decode_rows_D=decode_rows,
-            decode_slots_DS=decode_slots,
-            decode_visible_DS=decode_visible,
+            decode=decode,
             prefills=prefills,
         )
 
@@ -132,17 +137,16 @@ class ModelRunner:
         q_nope, q_rope = (q[0] for q in attn.queries(h_ND[None], cos, sin))  # [N, H, *]
         c_kv, k_rope = attn.latent(h_ND[None], cos, sin)
         self.cache.write(index, batch.slots_N, torch.cat((c_kv[0], k_rope[0]), dim=-1))
-        if not batch.prefills:  # all decoding: no rows to pick
-            latent_DSW = self.cache.read(index, batch.decode_slots_DS)
-            out_NHV = absorbed_decode(attn, q_nope, q_rope, latent_DSW, batch.decode_visible_DS)
+        decode = batch.decode
+        if decode is not None and not batch.prefills:  # all decoding: no rows to pick
+            latent_DSW = self.cache.read(index, decode.slots_DS)
+            out_NHV = absorbed_decode(attn, q_nope, q_rope, latent_DSW, decode.visible_DS)
             return attn.o_proj(out_NHV.flatten(1))
         out_NHV = q_nope.new_empty(h_ND.shape[0], attn.num_heads, attn.config.v_head_dim)
-        if batch.decode_rows_D is not None:
-            rows = batch.decode_rows_D
-            latent_DSW = self.cache.read(index, batch.decode_slots_DS)
-            out_NHV[rows] = absorbed_decode(
-                attn, q_nope[rows], q_rope[rows], latent_DSW, batch.decode_visible_DS
-            )
+        if decode is not None:
+            rows = decode.rows_D
+            latent_DSW = self.cache.read(index, decode.slots_DS)
+            out_NHV[rows] = absorbed_decode(attn, q_nope[rows], q_rope[rows], latent_DSW, decode.visible_DS)
         for prefill in batch.prefills:
             out_NHV[prefill.rows] = decompressed_prefill(
                 attn,

@@ -3,6 +3,13 @@
 .venv/bin/python -m pytest tests/apps/test_cli.py -q
 """
 
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
 from apps.cli import main
 from core_model import load_model, save_model
 
@@ -28,3 +35,32 @@ def test_info_on_a_real_shape_does_not_pretend_to_have_weights(capsys):
 def test_info_on_a_missing_model_is_a_clear_error(capsys):
     assert main(["info", "--model", "no/such/dir"]) == 2
     assert "neither a checkpoint directory nor a preset" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_public_host_without_a_key(monkeypatch, capsys):
+    monkeypatch.delenv("VERTICALS_API_KEY", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "refusing to listen on 0.0.0.0 without an API key" in capsys.readouterr().err
+
+
+def test_serve_prints_its_url_and_answers_there(checkpoint):
+    with socket.socket() as probe:  # a free port; a tiny race with other processes is acceptable here
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "apps.cli", "serve", "--model", str(checkpoint), "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        assert f"{url}/v1" in line
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == str(checkpoint)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and server.poll() is None, "the server did not come up"
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

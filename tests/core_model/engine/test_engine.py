@@ -133,3 +133,28 @@ def test_a_request_that_cannot_fit_is_refused(model):
         engine.add_request(list(range(3, 30)), SamplingParams(max_tokens=10))
     with pytest.raises(ValueError, match="the model's context is 512"):
         Engine(model).add_request([5] * 600, SamplingParams(max_tokens=1))
+
+
+def test_a_failing_step_ends_open_streams_with_an_error(model, monkeypatch):
+    engine = Engine(model)
+    monkeypatch.setattr(engine.runner, "forward", lambda batch: (_ for _ in ()).throw(RuntimeError("boom")))
+
+    async def collect():
+        return [output async for output in engine.stream(_prompts([5])[0], GREEDY)]
+
+    outputs = asyncio.run(asyncio.wait_for(collect(), timeout=30))
+    assert outputs[-1].finish_reason == "error" and isinstance(engine.error, RuntimeError)
+    assert engine.pool.num_free == engine.pool.num_blocks
+    engine.shutdown()
+
+
+def test_a_refused_request_leaves_the_engine_idle(model):
+    engine = Engine(model, config=EngineConfig(max_cache_tokens=32))
+
+    async def refused():
+        async for _ in engine.stream(list(range(3, 40)), GREEDY):
+            pass
+
+    with pytest.raises(ValueError, match="exceeds the cache"):
+        asyncio.run(refused())
+    assert not engine.has_unfinished() and engine.num_waiting == 0

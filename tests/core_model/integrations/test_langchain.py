@@ -8,14 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
 
-pytest.importorskip("langchain_core")
-
-from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
-
-from core_model import load_model, train_tokenizer  # noqa: E402
-from core_model.engine import Engine, SamplingParams  # noqa: E402
-from core_model.integrations.langchain import EngineChatModel  # noqa: E402
+from core_model import load_model, train_tokenizer
+from core_model.engine import Engine, SamplingParams
+from core_model.integrations.langchain import EngineChatModel
 
 MESSAGES = [SystemMessage("You help with cards."), HumanMessage("Where is my card?")]
 

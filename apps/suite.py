@@ -1,0 +1,43 @@
+"""The suite's one FastAPI app: the model loaded once, the OpenAI-compatible API, (later) every
+vertical's router.
+
+    verticals serve                                   # this app under uvicorn on 127.0.0.1:8000
+    verticals serve --model CHECKPOINT --port 8001    # a Hugging Face directory with tokenizer files
+
+It is part of the composition root (with `cli.py`): the only code that knows every app. It loads
+and wires; the routes live in `core_model.serve` and in the apps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from fastapi import FastAPI
+
+from core_model import load_model, load_tokenizer
+from core_model.engine import Engine, EngineConfig
+from core_model.serve import ServeSettings, build_context, mount
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """Loads the model, tokenizer and engine that `settings` name, and mounts every router."""
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else None  # CPU: as stored (float32 presets)
+    tokenizer = load_tokenizer(settings.model)
+    model = load_model(settings.model, device=device, dtype=dtype)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer of {settings.model} has {tokenizer.vocab_size} ids but the model embeds "
+            f"only {model.config.vocab_size}"
+        )
+    config = EngineConfig()
+    if settings.max_cache_tokens is not None:
+        config = EngineConfig(max_cache_tokens=settings.max_cache_tokens)
+    engine = Engine(model, tokenizer, config)
+    log.info("loaded %s on %s; cache %d tokens", settings.model, device, config.max_cache_tokens)
+    app = FastAPI(title="verticals", summary="Vertical AI applications on one MoE model")
+    mount(app, build_context(engine, tokenizer, settings))
+    return app

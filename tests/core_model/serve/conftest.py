@@ -1,0 +1,91 @@
+"""Fixtures for the server tests: a tiny model, a tiny tokenizer, an engine, and the app served by a
+real uvicorn on 127.0.0.1 in a background thread.
+
+.venv/bin/python -m pytest tests/core_model/serve -q
+"""
+
+import json
+import socket
+import string
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from core_model import MoEConfig, MoEForCausalLM, Tokenizer, train_tokenizer
+from core_model.engine import Engine, EngineConfig
+from core_model.serve import ServeSettings, create_app
+
+MODEL_NAME = "tiny-test"
+CONTEXT = 4096  # tokens; generating them all takes seconds
+TOKENIZER_VOCAB = 300  # train_tokenizer needs >= 266 ids (10 special + 256 bytes)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """`app` under uvicorn on a free loopback port; yields the base URL; stops the server after."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # the port is ours from here: no race with other tests
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def wait_until_idle(engine: Engine, timeout: float = 10.0) -> None:
+    """Polls until the engine has no unfinished request and every cache block is free."""
+    deadline = time.monotonic() + timeout
+    while engine.has_unfinished() or engine.pool.num_free != engine.pool.num_blocks:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"engine still busy after {timeout}s: unfinished={engine.has_unfinished()}, "
+                f"free blocks {engine.pool.num_free}/{engine.pool.num_blocks}"
+            )
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    corpus = [Path(module.__file__).read_text(encoding="utf-8") for module in (json, textwrap, string)]
+    return train_tokenizer(corpus, vocab_size=TOKENIZER_VOCAB)
+
+
+@pytest.fixture(scope="module")
+def engine(tokenizer) -> Engine:
+    # Weights large enough that greedy choices are not near-ties (see tests/core_model/engine); a
+    # context long enough that a request cut short by a client surely had not finished anyway.
+    config = MoEConfig.preset("tiny").replace(
+        vocab_size=tokenizer.vocab_size, initializer_range=0.15, max_position_embeddings=CONTEXT
+    )
+    model = MoEForCausalLM(config)
+    model.init_weights(torch.Generator().manual_seed(0))
+    return Engine(model.eval(), tokenizer, EngineConfig(max_cache_tokens=CONTEXT, max_batched_tokens=256))
+
+
+@pytest.fixture(scope="module")
+def settings() -> ServeSettings:
+    return ServeSettings(model="tiny", served_model_name=MODEL_NAME, max_queue=8)
+
+
+@pytest.fixture(scope="module")
+def base_url(engine, tokenizer, settings) -> Iterator[str]:
+    with serving(create_app(engine, tokenizer, settings)) as url:
+        yield url
