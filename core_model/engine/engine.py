@@ -23,6 +23,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -30,6 +31,7 @@ from ..model import MoEForCausalLM
 from ..tokenizer import Tokenizer
 from .cache import BlockPool, LatentCache
 from .detokenize import IncrementalDetokenizer, StopStrings
+from .lora import AdapterSet
 from .runner import ModelRunner, SequenceSlice
 from .sampling import Sampler, SamplingParams, make_generator
 from .scheduler import Scheduler, Sequence
@@ -44,6 +46,7 @@ class EngineConfig:
     max_batched_tokens: int = 512  # tokens computed per step (decode tokens + prefill chunks)
     max_sequences: int = 64  # sequences running at once
     prefix_caching: bool = True
+    max_loras: int = 4  # LoRA adapters held in memory (least recently used evicted)
     attention_chunk: int = 1024  # cached positions expanded at a time during prefill
     cache_dtype: torch.dtype | None = None  # default: the model's dtype
 
@@ -98,8 +101,10 @@ class Engine:
             block_size=config.block_size,
             max_batched_tokens=config.max_batched_tokens,
             max_sequences=config.max_sequences,
+            max_adapters=config.max_loras,
             prefix_caching=config.prefix_caching,
         )
+        self.adapters = AdapterSet(model, max_loras=config.max_loras)
         self.runner = ModelRunner(model, self.cache, attention_chunk=config.attention_chunk)
         self.sampler = Sampler()
         self._sequences: dict[str, Sequence] = {}
@@ -115,13 +120,23 @@ class Engine:
 
     # ------------------------------------------------------------------------- requests
     def add_request(
-        self, prompt: str | list[int], params: SamplingParams | None = None, *, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+        adapter: str | None = None,
     ) -> str:
-        """Queues a request; it joins the running batch at the next step. Returns its id."""
+        """Queues a request (on the base model, or with a loaded LoRA adapter); it joins the
+        running batch at the next step. Returns its id."""
         params = params or SamplingParams()
         prompt_ids = self.check(prompt, params)
         request_id = request_id or f"req-{next(self._ids)}"
-        sequence = Sequence(request_id, prompt_ids, params.max_tokens)
+        adapter_key = (
+            self.adapters.get(adapter, in_use=self._adapters_in_use()).content_hash if adapter else None
+        )
+        sequence = Sequence(request_id, prompt_ids, params.max_tokens, adapter_key=adapter_key)
+        sequence.state["adapter"] = adapter
         sequence.state["request"] = _Request(
             params=params,
             generator=make_generator(params.seed, self.cache.latents_LPW.device),
@@ -132,6 +147,20 @@ class Engine:
         self._inbox.put(("add", sequence))
         self._wake.set()
         return request_id
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Makes a PEFT LoRA directory available to requests as `adapter=name`."""
+        with self._step_lock:
+            self.adapters.register(name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        with self._step_lock:
+            if name in self._adapters_in_use():
+                raise ValueError(f"adapter {name!r} is serving requests; unload it when they finish")
+            self.adapters.unregister(name)
+
+    def _adapters_in_use(self) -> set[str]:
+        return {s.state["adapter"] for s in self._sequences.values() if s.state.get("adapter")}
 
     def check(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
         """The prompt's token ids, or ValueError saying why the request can never run."""
@@ -216,7 +245,11 @@ class Engine:
                 request.cached_prompt_tokens = start
             slots = self.scheduler.slots(sequence, start + count)
             parts.append((sequence.token_ids[start : start + count], SequenceSlice(start, count, slots)))
-        logits_BV = self.runner.forward(self.runner.build_batch(parts))
+        self._select_adapters(planned)
+        try:
+            logits_BV = self.runner.forward(self.runner.build_batch(parts))
+        finally:
+            self.adapters.groups = []
         ready, rows = [], []
         for row, (sequence, count) in enumerate(planned):
             self.scheduler.computed(sequence, count)
@@ -239,6 +272,14 @@ class Engine:
                 request.top_logprobs.append(sampled.top_logprobs[i] or [])
             outputs.append(self._advance(sequence, request, sampled.token_ids[i]))
         return outputs
+
+    def _select_adapters(self, planned: list[tuple[Sequence, int]]) -> None:
+        names = [sequence.state.get("adapter") for sequence, _ in planned]
+        in_use = {name for name in names if name}
+        for name in in_use:
+            self.adapters.get(name, in_use=in_use)  # read back from disk if it was evicted
+        per_token = [name for name, (_, count) in zip(names, planned, strict=True) for _ in range(count)]
+        self.adapters.set_step(per_token, self.cache.latents_LPW.device)
 
     def _advance(self, sequence: Sequence, request: _Request, token_id: int) -> RequestOutput:
         sequence.output_ids.append(token_id)

@@ -71,12 +71,14 @@ class Scheduler:
         block_size: int,
         max_batched_tokens: int,
         max_sequences: int,
+        max_adapters: int = 1 << 30,
         prefix_caching: bool = True,
     ) -> None:
         self.pool = pool
         self.block_size = block_size
         self.max_batched_tokens = max_batched_tokens
         self.max_sequences = max_sequences
+        self.max_adapters = max_adapters  # distinct adapters among running sequences
         self.prefix_caching = prefix_caching
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -117,14 +119,20 @@ class Scheduler:
             if sequence.status is Status.RUNNING:
                 scheduled.append((sequence, count))
                 budget -= count
+        adapters = {s.adapter_key for s in self.running if s.adapter_key is not None}
         while self.waiting and budget > 0 and len(self.running) < self.max_sequences and not preempted:
             sequence = self.waiting[0]
+            key = sequence.adapter_key
+            if key is not None and key not in adapters and len(adapters) >= self.max_adapters:
+                break  # its adapter would not fit beside the running ones
             if not sequence.block_table and self.prefix_caching:
                 self._reuse_cached_prefix(sequence)
             count = min(sequence.num_uncomputed, budget)
             if not self._grow(sequence, count):
                 break
             self.waiting.popleft()
+            if key is not None:
+                adapters.add(key)
             sequence.status = Status.RUNNING
             self.running.append(sequence)
             scheduled.append((sequence, count))

@@ -1,0 +1,194 @@
+"""Many LoRA adapters over one base model, mixed in one batch.
+
+An adapter is a directory in the PEFT format (`adapter_config.json` + `adapter_model.safetensors`
+with `...<module>.lora_A.weight` [r, in] and `...lora_B.weight` [out, r]). `AdapterSet` keeps at
+most `max_loras` of them in memory (least recently used out first, reloaded from disk when asked
+for again) and wraps each targeted `nn.Linear` of the model in a `MultiLoRALinear`. Before each
+step the runner tells the set which adapter each token uses; every wrapped linear then adds,
+for each adapter present, `scale * (x_rows @ A^T) @ B^T` to that adapter's rows only: tokens are
+grouped by adapter, and the base matmul runs once for all of them (as Punica/S-LoRA do).
+
+Refused with a clear error: LoRA on `kv_b_proj` (the absorbed decode reads its weight directly)
+and on the stacked routed experts.
+
+Legend: N tokens in the step, r rank, I in features, O out features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from ..model import MoEForCausalLM
+
+CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+_REFUSED = {
+    "kv_b_proj": "the absorbed MLA decode uses kv_b_proj's weight directly; merge that LoRA into the base",
+    "lm_head": "the engine runs lm_head on each sequence's last token only; merge that LoRA into the base",
+}
+
+
+class AdapterError(ValueError):
+    """An adapter this engine cannot serve: missing files, unknown modules, refused targets."""
+
+
+@dataclass
+class Adapter:
+    name: str
+    path: Path
+    content_hash: str  # prefix-cache key: two adapters with the same weights share cached blocks
+    scale: float
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]]  # module name -> (A [r, I], B [O, r])
+
+
+def read_adapter(name: str, path: str | Path, *, model: MoEForCausalLM) -> Adapter:
+    """Reads and checks a PEFT LoRA directory against the model it will run on."""
+    path = Path(path)
+    config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    for file in (config_path, weights_path):
+        if not file.exists():
+            raise AdapterError(f"adapter {name!r}: no {file.name} in {path}")
+    config = json.loads(config_path.read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"adapter {name!r}: peft_type {config.get('peft_type')!r} is not LORA")
+    rank = int(config["r"])
+    alpha = float(config.get("lora_alpha", rank))
+    scale = alpha / rank**0.5 if config.get("use_rslora") else alpha / rank
+    device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+    tensors = load_file(str(weights_path))
+    modules = dict(model.named_modules())
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for key in tensors:
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module_name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        _check_target(name, module_name, modules)
+        a = tensors[key]
+        b = tensors.get(key.replace(".lora_A.", ".lora_B."))
+        if b is None:
+            raise AdapterError(f"adapter {name!r}: {key} has no matching lora_B")
+        linear = modules[module_name]
+        assert isinstance(linear, nn.Linear | MultiLoRALinear)
+        base = linear.base if isinstance(linear, MultiLoRALinear) else linear
+        if a.shape != (rank, base.in_features) or b.shape != (base.out_features, rank):
+            raise AdapterError(
+                f"adapter {name!r}: {module_name} has A {tuple(a.shape)} and B {tuple(b.shape)}; "
+                f"the model needs A ({rank}, {base.in_features}) and B ({base.out_features}, {rank})"
+            )
+        weights[module_name] = (a.to(device, dtype), b.to(device, dtype))
+    if not weights:
+        raise AdapterError(f"adapter {name!r}: {WEIGHTS_FILE} holds no lora_A/lora_B tensors")
+    digest = hashlib.sha256(weights_path.read_bytes() + config_path.read_bytes()).hexdigest()
+    return Adapter(name, path, digest, scale, weights)
+
+
+def _check_target(adapter: str, module_name: str, modules: dict[str, nn.Module]) -> None:
+    leaf = module_name.rsplit(".", 1)[-1]
+    if leaf in _REFUSED:
+        raise AdapterError(f"adapter {adapter!r}: LoRA on {module_name} is not supported: {_REFUSED[leaf]}")
+    module = modules.get(module_name)
+    if module is None:
+        raise AdapterError(f"adapter {adapter!r}: the model has no module {module_name}")
+    if not isinstance(module, nn.Linear | MultiLoRALinear):
+        raise AdapterError(
+            f"adapter {adapter!r}: {module_name} is not a linear layer (routed experts are refused)"
+        )
+
+
+class MultiLoRALinear(nn.Module):
+    """A base linear plus, per token, the LoRA of that token's adapter (if any)."""
+
+    def __init__(self, base: nn.Linear, adapters: AdapterSet, name: str) -> None:
+        super().__init__()
+        self.base = base
+        self.name = name
+        self._adapters = adapters  # not a submodule: the set is shared by every wrapped linear
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        groups = self._adapters.groups
+        if not groups:
+            return y
+        x_NI, y_NO = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        for adapter, rows_n in groups:
+            pair = adapter.weights.get(self.name)
+            if pair is None:
+                continue
+            a_rI, b_Or = pair
+            delta = F.linear(F.linear(x_NI.index_select(0, rows_n), a_rI), b_Or) * adapter.scale
+            y_NO = y_NO.index_add(0, rows_n, delta.to(y_NO.dtype))
+        return y_NO.view(y.shape)
+
+
+class AdapterSet:
+    """The adapters the engine may use, at most `max_loras` in memory, least recently used evicted."""
+
+    def __init__(self, model: MoEForCausalLM, *, max_loras: int) -> None:
+        self.model = model
+        self.max_loras = max_loras
+        self.paths: dict[str, Path] = {}
+        self.resident: OrderedDict[str, Adapter] = OrderedDict()
+        self.groups: list[tuple[Adapter, torch.Tensor]] = []  # this step's (adapter, token rows)
+
+    def register(self, name: str, path: str | Path) -> Adapter:
+        """Makes `name` available (reading it now, so a bad adapter fails here)."""
+        if ":" in name or not name:
+            raise AdapterError(f"adapter name {name!r} must be non-empty and contain no ':'")
+        adapter = read_adapter(name, path, model=self.model)
+        self.paths[name] = Path(path)
+        self._make_resident(adapter, in_use=set())
+        return adapter
+
+    def unregister(self, name: str) -> None:
+        self.paths.pop(name, None)
+        self.resident.pop(name, None)
+
+    def get(self, name: str, *, in_use: set[str]) -> Adapter:
+        """The adapter, read back from disk if it was evicted; `in_use` may not be evicted."""
+        if name in self.resident:
+            self.resident.move_to_end(name)
+            return self.resident[name]
+        if name not in self.paths:
+            raise AdapterError(f"unknown adapter {name!r}; loaded: {', '.join(self.paths) or 'none'}")
+        return self._make_resident(read_adapter(name, self.paths[name], model=self.model), in_use=in_use)
+
+    def _make_resident(self, adapter: Adapter, *, in_use: set[str]) -> Adapter:
+        self.resident[adapter.name] = adapter
+        self.resident.move_to_end(adapter.name)
+        while len(self.resident) > self.max_loras:
+            victim = next((n for n in self.resident if n not in in_use and n != adapter.name), None)
+            if victim is None:
+                raise AdapterError(f"all {self.max_loras} adapter slots are in use; raise max_loras")
+            del self.resident[victim]
+        self._wrap(adapter)
+        return adapter
+
+    def _wrap(self, adapter: Adapter) -> None:
+        for module_name in adapter.weights:
+            parent_name, _, child = module_name.rpartition(".")
+            parent = self.model.get_submodule(parent_name)
+            current = getattr(parent, child)
+            if isinstance(current, nn.Linear):
+                setattr(parent, child, MultiLoRALinear(current, self, module_name))
+
+    def set_step(self, token_adapters: list[str | None], device: torch.device) -> None:
+        """Which adapter each of the step's tokens uses (None: the base model)."""
+        rows: dict[str, list[int]] = {}
+        for row, name in enumerate(token_adapters):
+            if name is not None:
+                rows.setdefault(name, []).append(row)
+        self.groups = [
+            (self.resident[name], torch.tensor(indices, device=device)) for name, indices in rows.items()
+        ]
