@@ -120,6 +120,10 @@ class Experts(nn.Module):
             out_TD.index_add_(0, token_idx, y.to(x_TD.dtype))
         return out_TD
 
+    def project(self, rows: SortedRows, x_ND: torch.Tensor, weight: str) -> torch.Tensor:
+        """x's rows (sorted by expert) through `gate_up_proj` or `down_proj` of their expert."""
+        return rows.matmul(x_ND, getattr(self, weight))
+
     def _expert(self, x: torch.Tensor, expert: int) -> torch.Tensor:
         gate, up = F.linear(x, self.gate_up_proj[expert]).chunk(2, dim=-1)
         return F.linear(F.silu(gate) * up, self.down_proj[expert])
@@ -141,11 +145,11 @@ class Experts(nn.Module):
         order_N = flat_ids_N.argsort(stable=True)
         token_N = order_N // K
         rows = SortedRows.build(flat_ids_N[order_N], counts_E)
-        h_N2I = rows.matmul(x_TD.index_select(0, token_N), self.gate_up_proj)
+        h_N2I = self.project(rows, x_TD.index_select(0, token_N), "gate_up_proj")
         gate, up = h_N2I.chunk(2, dim=-1)
         # The routing weight scales the narrow [N, I] activation rather than the [N, D] output.
         h_NI = F.silu(gate) * up * weights_TK.reshape(-1)[order_N, None]
-        y_ND = rows.matmul(h_NI, self.down_proj)
+        y_ND = self.project(rows, h_NI, "down_proj")
         if x_TD.is_cuda:  # index_add_ would use atomics: keep the sum deterministic
             out_ND = torch.empty_like(y_ND)
             out_ND[order_N] = y_ND
@@ -247,6 +251,8 @@ class MoE(nn.Module):
         oneDNN bfloat16 matmul costs ~25 us, float32 ~5 us) while the copied weights stay small.
         """
         if not (x_TD.is_cuda or x_TD.dtype != torch.float32):
+            return False
+        if not self.experts.gate_up_proj.is_floating_point():  # quantised experts: no gather path
             return False
         if expert_ids_TK.numel() >= self.experts.num_experts or not self._plain_shared_experts():
             return False

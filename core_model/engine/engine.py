@@ -89,9 +89,9 @@ class Engine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config = config or EngineConfig()
-        device = model.lm_head.weight.device
+        device = model.embed_tokens.weight.device
         num_blocks = math.ceil(config.max_cache_tokens / config.block_size)
-        dtype = config.cache_dtype or model.lm_head.weight.dtype
+        dtype = config.cache_dtype or model.embed_tokens.weight.dtype
         self.cache = LatentCache(
             model.config, num_blocks=num_blocks, block_size=config.block_size, dtype=dtype, device=device
         )
@@ -357,7 +357,7 @@ class Engine:
         return [finals[request_id] for request_id in ids]
 
     def iterate(
-        self, prompt: str | list[int], params: SamplingParams | None = None
+        self, prompt: str | list[int], params: SamplingParams | None = None, *, adapter: str | None = None
     ) -> Iterator[RequestOutput]:
         """Synchronous streaming: an output per new token, stepping the engine as needed."""
         outputs: queue.SimpleQueue[RequestOutput] = queue.SimpleQueue()
@@ -365,7 +365,7 @@ class Engine:
         self._listeners[request_id] = outputs.put
         added = finished = False
         try:
-            self.add_request(prompt, params, request_id=request_id)
+            self.add_request(prompt, params, request_id=request_id, adapter=adapter)
             added = True
             while not finished:
                 if outputs.empty() and self._worker is None:
@@ -380,7 +380,12 @@ class Engine:
                 self.abort(request_id)
 
     async def stream(
-        self, prompt: str | list[int], params: SamplingParams | None = None, *, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+        adapter: str | None = None,
     ) -> AsyncGenerator[RequestOutput, None]:
         """Yields an output per new token; closing or cancelling the consumer aborts the request.
 
@@ -396,7 +401,7 @@ class Engine:
         self._listeners[request_id] = deliver
         added = finished = False
         try:
-            self.add_request(prompt, params, request_id=request_id)
+            self.add_request(prompt, params, request_id=request_id, adapter=adapter)
             added = True
             self._ensure_worker()
             while not finished:

@@ -62,7 +62,7 @@ def read_adapter(name: str, path: str | Path, *, model: MoEForCausalLM) -> Adapt
     rank = int(config["r"])
     alpha = float(config.get("lora_alpha", rank))
     scale = alpha / rank**0.5 if config.get("use_rslora") else alpha / rank
-    device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+    device, dtype = model.embed_tokens.weight.device, model.embed_tokens.weight.dtype
     tensors = load_file(str(weights_path))
     modules = dict(model.named_modules())
     weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -16,7 +16,7 @@ def naive_generate(
     model: MoEForCausalLM, prompt_ids: list[int], *, max_new_tokens: int, eos_token_id: int | None = None
 ) -> list[int]:
     """Greedy continuation of one prompt: the new token ids (eos included if it came)."""
-    device = model.lm_head.weight.device
+    device = model.embed_tokens.weight.device
     ids = list(prompt_ids)
     for _ in range(max_new_tokens):
         logits_V = model(torch.tensor([ids], device=device))[0, -1]

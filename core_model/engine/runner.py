@@ -66,7 +66,7 @@ class ModelRunner:
         self.model = model
         self.cache = cache
         self.attention_chunk = attention_chunk
-        self.device = model.lm_head.weight.device
+        self.device = model.embed_tokens.weight.device
 
     def build_batch(self, sequences: list[tuple[list[int], SequenceSlice]]) -> StepBatch:
         """`sequences`: (the new token ids, their slice) per sequence."""
