@@ -5,6 +5,7 @@
     verticals info --model CHECKPOINT    # a Hugging Face DeepSeek-V2/V3 directory (reads config.json only)
     verticals serve                      # the OpenAI-compatible API on http://127.0.0.1:8000/v1
     verticals serve --model CHECKPOINT --host 0.0.0.0 --api-key KEY   # (or VERTICALS_API_KEY=KEY)
+    verticals serve --adapter sql=/adapters/sql    # a PEFT LoRA directory, used as model "embedded:sql"
 
 It is the composition root: the only code that knows every app. It parses arguments and prints;
 the work happens in `core_model` and the apps.
@@ -41,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--max-cache-tokens", type=int, help="KV cache capacity in tokens")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
+    serve.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        type=_adapter,
+        metavar="NAME=DIR",
+        help="load a PEFT LoRA directory, used as model MODEL:NAME (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -69,6 +78,7 @@ def run_server(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         max_queue=args.max_queue,
         max_cache_tokens=args.max_cache_tokens,
+        adapters=tuple(args.adapter),
     )
     app = create_app(settings)
     auth = "Bearer key required" if settings.api_key else "no API key"
@@ -76,6 +86,13 @@ def run_server(args: argparse.Namespace) -> None:
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
     sys.stdout.flush()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def _adapter(value: str) -> tuple[str, str]:
+    name, equals, path = value.partition("=")
+    if not (name and equals and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {value!r}")
+    return name, path
 
 
 def describe(source: str) -> str:

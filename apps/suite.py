@@ -3,6 +3,7 @@ vertical's router.
 
     verticals serve                                   # this app under uvicorn on 127.0.0.1:8000
     verticals serve --model CHECKPOINT --port 8001    # a Hugging Face directory with tokenizer files
+    verticals serve --adapter sql=/adapters/sql       # LoRA adapters, served as `model="embedded:sql"`
 
 It is part of the composition root (with `cli.py`): the only code that knows every app. It loads
 and wires; the routes live in `core_model.serve` and in the apps.
@@ -17,13 +18,16 @@ from fastapi import FastAPI
 
 from core_model import load_model, load_tokenizer
 from core_model.engine import Engine, EngineConfig
-from core_model.serve import ServeSettings, build_context, mount
+from core_model.serve import ServeSettings, build_context, mount, register_adapter
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
-    """Loads the model, tokenizer and engine that `settings` name, and mounts every router."""
+    """Loads the model, tokenizer, engine and adapters that `settings` name, and mounts every router.
+
+    A bad adapter raises an AdapterError (a ValueError) naming it: nothing is served half-loaded.
+    """
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else None  # CPU: as stored (float32 presets)
     tokenizer = load_tokenizer(settings.model)
@@ -38,6 +42,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         config = EngineConfig(max_cache_tokens=settings.max_cache_tokens)
     engine = Engine(model, tokenizer, config)
     log.info("loaded %s on %s; cache %d tokens", settings.model, device, config.max_cache_tokens)
+    for name, path in settings.adapters:
+        register_adapter(engine, name, path)
+        log.info("loaded adapter %r from %s", name, path)
     app = FastAPI(title="verticals", summary="Vertical AI applications on one MoE model")
     mount(app, build_context(engine, tokenizer, settings))
     return app

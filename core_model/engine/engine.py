@@ -132,9 +132,7 @@ class Engine:
         params = params or SamplingParams()
         prompt_ids = self.check(prompt, params)
         request_id = request_id or f"req-{next(self._ids)}"
-        adapter_key = (
-            self.adapters.get(adapter, in_use=self._adapters_in_use()).content_hash if adapter else None
-        )
+        adapter_key = self.adapters.content_hash(adapter) if adapter else None
         sequence = Sequence(request_id, prompt_ids, params.max_tokens, adapter_key=adapter_key)
         sequence.state["adapter"] = adapter
         sequence.state["request"] = _Request(
@@ -150,8 +148,9 @@ class Engine:
 
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Makes a PEFT LoRA directory available to requests as `adapter=name`."""
+        adapter = self.adapters.read(name, path)  # file reading happens outside the step lock
         with self._step_lock:
-            self.adapters.register(name, path)
+            self.adapters.add(adapter)
 
     def unload_adapter(self, name: str) -> None:
         with self._step_lock:
@@ -331,9 +330,14 @@ class Engine:
 
     # ------------------------------------------------------------------------- front ends
     def generate(
-        self, prompts: Seq[str | list[int]], params: SamplingParams | Seq[SamplingParams] | None = None
+        self,
+        prompts: Seq[str | list[int]],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        adapter: str | None = None,
     ) -> list[RequestOutput]:
-        """Runs the prompts to completion together; outputs in the order of the prompts."""
+        """Runs the prompts to completion together (all with `adapter`, if given); outputs in
+        the order of the prompts."""
         params_list = list(params) if isinstance(params, Seq) else [params or SamplingParams()] * len(prompts)
         if len(params_list) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(params_list)} sampling params")
@@ -347,7 +351,7 @@ class Engine:
         try:
             for request_id, prompt, p in zip(ids, prompts, params_list, strict=True):
                 self._listeners[request_id] = keep_final
-                self.add_request(prompt, p, request_id=request_id)
+                self.add_request(prompt, p, request_id=request_id, adapter=adapter)
             while len(finals) < len(ids):
                 if not self.step() and self._worker is None and not self.scheduler.has_work():
                     raise RuntimeError("the engine stopped with requests unfinished")

@@ -139,21 +139,36 @@ class AdapterSet:
         self.model = model
         self.max_loras = max_loras
         self.paths: dict[str, Path] = {}
+        self.hashes: dict[str, str] = {}  # content hash of every registered adapter
         self.resident: OrderedDict[str, Adapter] = OrderedDict()
         self.groups: list[tuple[Adapter, torch.Tensor]] = []  # this step's (adapter, token rows)
 
-    def register(self, name: str, path: str | Path) -> Adapter:
-        """Makes `name` available (reading it now, so a bad adapter fails here)."""
+    def read(self, name: str, path: str | Path) -> Adapter:
+        """Reads and checks an adapter without touching the set (no lock needed)."""
         if ":" in name or not name:
             raise AdapterError(f"adapter name {name!r} must be non-empty and contain no ':'")
-        adapter = read_adapter(name, path, model=self.model)
-        self.paths[name] = Path(path)
+        if name in self.paths:
+            raise AdapterError(f"an adapter named {name!r} is already loaded; unload it first")
+        return read_adapter(name, path, model=self.model)
+
+    def add(self, adapter: Adapter) -> None:
+        """Makes a read adapter available as `adapter.name`."""
+        if adapter.name in self.paths:
+            raise AdapterError(f"an adapter named {adapter.name!r} is already loaded; unload it first")
+        self.paths[adapter.name] = adapter.path
+        self.hashes[adapter.name] = adapter.content_hash
         self._make_resident(adapter, in_use=set())
-        return adapter
 
     def unregister(self, name: str) -> None:
         self.paths.pop(name, None)
+        self.hashes.pop(name, None)
         self.resident.pop(name, None)
+
+    def content_hash(self, name: str) -> str:
+        """The prefix-cache key of a registered adapter (no disk access)."""
+        if name not in self.hashes:
+            raise AdapterError(f"unknown adapter {name!r}; loaded: {', '.join(self.paths) or 'none'}")
+        return self.hashes[name]
 
     def get(self, name: str, *, in_use: set[str]) -> Adapter:
         """The adapter, read back from disk if it was evicted; `in_use` may not be evicted."""

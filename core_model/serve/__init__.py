@@ -7,6 +7,7 @@ It needs the `serve` extra (fastapi, uvicorn, prometheus-client). It does not lo
 servers: the composition root (`apps/suite.py`, `verticals serve`) does.
 """
 
+from .adapters import register_adapter
 from .api import create_app, mount
 from .service import ServeContext, build_context
 from .settings import ServeSettings, SettingsError, is_loopback
@@ -19,4 +20,5 @@ __all__ = [
     "create_app",
     "is_loopback",
     "mount",
+    "register_adapter",
 ]

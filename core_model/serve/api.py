@@ -1,5 +1,7 @@
 """The OpenAI-compatible HTTP API: `/v1/models`, `/v1/completions`, `/v1/chat/completions`,
-`/health` and Prometheus `/metrics`, streaming by server-sent events.
+`/health` and Prometheus `/metrics`, streaming by server-sent events; LoRA adapters loaded and
+unloaded at run time under `/v1/adapters` (and vLLM's `/v1/load_lora_adapter`,
+`/v1/unload_lora_adapter`), selected per request by `"model": "BASE:ADAPTER"`.
 
     app = create_app(engine, tokenizer, ServeSettings())          # a server of its own, or
     mount(app, build_context(engine, tokenizer, settings))         # beside other routers
@@ -32,6 +34,9 @@ from ..tokenizer import Tokenizer
 from . import service
 from .metrics import CONTENT_TYPE
 from .schemas import (
+    AdapterListOut,
+    AdapterOut,
+    AdapterRequest,
     ChatCompletionOut,
     ChatCompletionRequest,
     CompletionOut,
@@ -39,9 +44,19 @@ from .schemas import (
     ErrorDetailOut,
     ErrorOut,
     HealthOut,
+    LoadLoRAAdapterRequest,
     ModelListOut,
+    UnloadLoRAAdapterRequest,
 )
-from .service import InvalidRequest, ModelNotFound, QueueFull, ServeContext, ServeError, Unauthorized
+from .service import (
+    Conflict,
+    InvalidRequest,
+    ModelNotFound,
+    QueueFull,
+    ServeContext,
+    ServeError,
+    Unauthorized,
+)
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +68,7 @@ _ERRORS: dict[type[ServeError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid_request_error"),
     Unauthorized: (401, "authentication_error"),
     ModelNotFound: (404, "invalid_request_error"),
+    Conflict: (409, "invalid_request_error"),
     QueueFull: (429, "rate_limit_error"),
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -109,6 +125,33 @@ async def create_chat_completion(
     if body.stream:
         return event_stream(service.chat_chunks(job, outputs, ctx=ctx))
     return await unless_disconnected(request, service.chat_out(job, outputs, ctx=ctx))
+
+
+@router.get("/v1/adapters")
+async def list_adapters(ctx: ContextDep) -> AdapterListOut:
+    return service.list_adapters(ctx=ctx)
+
+
+@router.post("/v1/adapters", status_code=201)
+async def load_adapter(body: AdapterRequest, ctx: ContextDep) -> AdapterOut:
+    return await service.load_adapter(name=body.name, path=body.path, ctx=ctx)
+
+
+@router.delete("/v1/adapters/{name}")
+async def unload_adapter(name: str, ctx: ContextDep) -> AdapterOut:
+    return await service.unload_adapter(name, ctx=ctx)
+
+
+@router.post("/v1/load_lora_adapter")
+async def load_lora_adapter(body: LoadLoRAAdapterRequest, ctx: ContextDep) -> AdapterOut:
+    """vLLM's name for POST /v1/adapters, for clients written against vLLM."""
+    return await service.load_adapter(name=body.lora_name, path=body.lora_path, ctx=ctx)
+
+
+@router.post("/v1/unload_lora_adapter")
+async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, ctx: ContextDep) -> AdapterOut:
+    """vLLM's name for DELETE /v1/adapters/{name}."""
+    return await service.unload_adapter(body.lora_name, ctx=ctx)
 
 
 # ----------------------------------------------------------------------------- streaming

@@ -5,6 +5,11 @@ waiting`, ...) work unchanged; every series carries vLLM's `model_name` label, a
 outcomes its `finished_reason` label. P50/P99 come from the histograms, e.g.
 `histogram_quantile(0.99, rate(vllm:time_to_first_token_seconds_bucket[5m]))`.
 
+LoRA adapters: `vllm:lora_requests_info` with vLLM's labels only (`running_lora_adapters`,
+`waiting_lora_adapters`: names joined by commas; `max_lora`) and the time as its value, which
+LoRA-aware routers (the Gateway API inference extension) read; and a plain counter of requests per
+adapter, `verticals:adapter_requests_total{adapter="..."}`.
+
 Each `ServeMetrics` owns its `CollectorRegistry`, so several apps (or tests) in one process don't
 clash over the global one. Queue gauges and cache usage are read from the engine at scrape time.
 It does not serve HTTP (`api.py` does) and does not time anything the engine does internally.
@@ -13,7 +18,7 @@ It does not serve HTTP (`api.py` does) and does not time anything the engine doe
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import aclosing
 
 from prometheus_client import (
@@ -24,8 +29,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ..engine import Engine, RequestOutput
+from ..engine.scheduler import Sequence
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # vLLM's buckets, in seconds.
@@ -87,7 +95,17 @@ class ServeMetrics:
             [*labels, "finished_reason"],
             registry=registry,
         )
+        self._adapter_requests = Counter(
+            "verticals:adapter_requests",
+            "Requests accepted, by the LoRA adapter they use.",
+            [*labels, "adapter"],
+            registry=registry,
+        )
+        registry.register(LoraRequestsInfo(engine))
         self._model_name = model_name
+
+    def count_adapter_request(self, adapter: str) -> None:
+        self._adapter_requests.labels(self._model_name, adapter).inc()
 
     def render(self) -> bytes:
         """The exposition text of this registry."""
@@ -116,3 +134,28 @@ class ServeMetrics:
                     self.generation_tokens.inc(len(output.token_ids))
                     self._success.labels(self._model_name, output.finish_reason or "unknown").inc()
                 yield output
+
+
+class LoraRequestsInfo(Collector):
+    """vLLM's `vllm:lora_requests_info`, read from the engine's scheduler at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        scheduler = self.engine.scheduler
+        # list() copies in one step under the GIL while the engine's thread changes the queues.
+        running, waiting = list(scheduler.running), list(scheduler.waiting)
+        family = GaugeMetricFamily(
+            "vllm:lora_requests_info",
+            "Running stats on lora requests.",
+            labels=["running_lora_adapters", "waiting_lora_adapters", "max_lora"],
+        )
+        labels = [_adapters(running), _adapters(waiting), str(self.engine.config.max_loras)]
+        family.add_metric(labels, time.time())
+        yield family
+
+
+def _adapters(sequences: Iterable[Sequence]) -> str:
+    names = (sequence.state.get("adapter") for sequence in sequences)
+    return ",".join(dict.fromkeys(name for name in names if name))

@@ -67,6 +67,27 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[dict[str, object]] | None = None
 
 
+class AdapterRequest(BaseModel):
+    """POST /v1/adapters: serve the PEFT LoRA directory `path` (on the server's disk) as BASE:name."""
+
+    name: str
+    path: str
+
+
+class LoadLoRAAdapterRequest(BaseModel):
+    """vLLM's POST /v1/load_lora_adapter."""
+
+    lora_name: str
+    lora_path: str
+
+
+class UnloadLoRAAdapterRequest(BaseModel):
+    """vLLM's POST /v1/unload_lora_adapter."""
+
+    lora_name: str
+    lora_int_id: int | None = None  # vLLM's; names are enough here
+
+
 # ----------------------------------------------------------------------------- responses
 
 
@@ -160,7 +181,7 @@ class ModelOut(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "verticals"
-    root: str  # the base model's source
+    root: str  # the base model's source; for an adapter, its directory
     parent: str | None = None  # for an adapter, the base model's id
     max_model_len: int
 
@@ -168,6 +189,18 @@ class ModelOut(BaseModel):
 class ModelListOut(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]
+
+
+class AdapterOut(BaseModel):
+    name: str
+    model: str  # what to send as `model` to use it: BASE:name
+    path: str
+    resident: bool  # its weights are in memory; if not, the next request reads them back from disk
+
+
+class AdapterListOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AdapterOut]
 
 
 class HealthOut(BaseModel):

@@ -4,8 +4,16 @@
     outputs = await start(job, ctx=ctx)              # queue check, engine.stream, first output
     return await completion_out(job, outputs, ctx=ctx)   # or: completion_chunks(...) to stream
 
-Rule breaks raise `ServeError`s (`InvalidRequest`, `ModelNotFound`, `QueueFull`, `Unauthorized`);
-`api.py` turns them into status codes. Nothing here builds an HTTP response or frames SSE.
+    await load_adapter(name="sql", path="/adapters/sql", ctx=ctx)   # then model="BASE:sql" selects it
+
+Rule breaks raise `ServeError`s (`InvalidRequest`, `ModelNotFound`, `Conflict`, `QueueFull`,
+`Unauthorized`); `api.py` turns them into status codes. Nothing here builds an HTTP response or
+frames SSE.
+
+A request's `model` is the served name (the base model) or `BASE:ADAPTER`, a LoRA adapter the
+engine has loaded. Every accepted adapter request holds its adapter (`AdapterHolds`) until its
+outputs close, and an adapter with holders is not unloaded: the engine itself only sees requests
+once its worker has picked them up, and an adapter unloaded in between would fail its next step.
 
 Closing the output iterator at any point (client gone, task cancelled) closes `engine.stream`,
 which aborts the request in the engine and frees its cache blocks; every layer below therefore
@@ -14,17 +22,24 @@ wraps the one it consumes in `aclosing`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..engine import Engine, RequestOutput, SamplingParams
+from ..engine.lora import AdapterError
 from ..tokenizer import Tokenizer
+from .adapters import AdapterHolds, register_adapter
 from .metrics import ServeMetrics
 from .schemas import (
+    AdapterListOut,
+    AdapterOut,
     ChatChoiceOut,
     ChatChunkChoiceOut,
     ChatCompletionChunkOut,
@@ -47,6 +62,7 @@ from .schemas import (
 )
 from .settings import ServeSettings
 
+log = logging.getLogger(__name__)
 Outputs = AsyncGenerator[RequestOutput, None]
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
 
@@ -54,10 +70,12 @@ DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
 class ServeError(Exception):
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if code is not None:
+            self.code = code
 
 
 class InvalidRequest(ServeError):
@@ -70,6 +88,10 @@ class Unauthorized(ServeError):
 
 class ModelNotFound(ServeError):
     code = "model_not_found"
+
+
+class Conflict(ServeError):
+    """The server's state forbids it now: an adapter's name is taken, or requests are using it."""
 
 
 class QueueFull(ServeError):
@@ -85,6 +107,8 @@ class ServeContext:
     metrics: ServeMetrics
     settings: ServeSettings
     started: int  # unix seconds, the `created` of /v1/models
+    holds: AdapterHolds = field(default_factory=AdapterHolds)
+    adapter_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one load or unload at a time
 
     @property
     def model_name(self) -> str:
@@ -111,7 +135,8 @@ class Job:
     request_id: str  # also the response's id
     created: int  # unix seconds
     arrival: float  # perf_counter(), for the latency metrics
-    model: str
+    model: str  # as the client named it: the base, or BASE:ADAPTER
+    adapter: str | None
     prompt_ids: list[int]
     params: SamplingParams
     include_usage: bool  # stream a last chunk holding the usage
@@ -131,14 +156,26 @@ def check_api_key(authorization: str | None, *, ctx: ServeContext) -> None:
 
 
 def list_models(*, ctx: ServeContext) -> ModelListOut:
+    """The base model, then one entry per loaded adapter (`BASE:NAME`, `parent` the base, `root`
+    its directory), as vLLM lists its LoRA modules."""
     base = ModelOut(
         id=ctx.model_name, created=ctx.started, root=ctx.settings.model, max_model_len=ctx.context_length
     )
-    return ModelListOut(data=[base])
+    adapters = [
+        ModelOut(
+            id=_adapter_model(name, ctx=ctx),
+            created=ctx.started,
+            root=str(path),
+            parent=ctx.model_name,
+            max_model_len=ctx.context_length,
+        )
+        for name, path in _adapter_paths(ctx).items()
+    ]
+    return ModelListOut(data=[base, *adapters])
 
 
 def prepare_completion(body: CompletionRequest, *, ctx: ServeContext) -> Job:
-    _check_common(body, ctx=ctx)
+    adapter = _check_common(body, ctx=ctx)
     if body.echo:
         raise InvalidRequest("echo is not supported", param="echo")
     if body.best_of not in (None, 1):
@@ -147,11 +184,11 @@ def prepare_completion(body: CompletionRequest, *, ctx: ServeContext) -> Job:
     max_tokens = DEFAULT_COMPLETION_TOKENS if body.max_tokens is None else body.max_tokens
     params = _sampling_params(body, max_tokens=max_tokens, logprobs=body.logprobs, names={})
     _check_length(len(prompt_ids), params.max_tokens, ctx=ctx, param="max_tokens")
-    return _job("cmpl", body, prompt_ids, params, ctx=ctx)
+    return _job("cmpl", body, prompt_ids, params, adapter=adapter, ctx=ctx)
 
 
 def prepare_chat(body: ChatCompletionRequest, *, ctx: ServeContext) -> Job:
-    _check_common(body, ctx=ctx)
+    adapter = _check_common(body, ctx=ctx)
     if body.tools:
         raise InvalidRequest("tools are not supported", param="tools")
     if body.top_logprobs is not None and not body.logprobs:
@@ -173,14 +210,12 @@ def prepare_chat(body: ChatCompletionRequest, *, ctx: ServeContext) -> Job:
     names = {"max_tokens": name, "logprobs": "top_logprobs"}
     params = _sampling_params(body, max_tokens=max_tokens, logprobs=logprobs, names=names)
     _check_length(len(prompt_ids), params.max_tokens, ctx=ctx, param=name)
-    return _job("chatcmpl", body, prompt_ids, params, ctx=ctx)
+    return _job("chatcmpl", body, prompt_ids, params, adapter=adapter, ctx=ctx)
 
 
-def _check_common(body: SamplingFields, *, ctx: ServeContext) -> None:
-    if body.model is not None and body.model != ctx.model_name:
-        raise ModelNotFound(
-            f"the model {body.model!r} does not exist; this server serves {ctx.model_name!r}", param="model"
-        )
+def _check_common(body: SamplingFields, *, ctx: ServeContext) -> str | None:
+    """Checks what both endpoints share; returns the adapter that `model` selects (None: the base)."""
+    adapter = adapter_of(body.model, ctx=ctx)
     if body.n != 1:
         raise InvalidRequest("n must be 1", param="n")
     for name in ("presence_penalty", "frequency_penalty"):
@@ -188,6 +223,26 @@ def _check_common(body: SamplingFields, *, ctx: ServeContext) -> None:
             raise InvalidRequest(f"{name} is not supported; use repetition_penalty", param=name)
     if body.logit_bias:
         raise InvalidRequest("logit_bias is not supported", param="logit_bias")
+    return adapter
+
+
+def adapter_of(model: str | None, *, ctx: ServeContext) -> str | None:
+    """The adapter a request's `model` selects: None for the base (or no model), NAME for BASE:NAME;
+    ModelNotFound for any other model or an adapter that is not loaded."""
+    if model is None or model == ctx.model_name:
+        return None
+    base, colon, name = model.rpartition(":")  # adapter names hold no ':'; the base's name may
+    if not colon or base != ctx.model_name:
+        raise ModelNotFound(
+            f"the model {model!r} does not exist; this server serves {ctx.model_name!r} and its "
+            f"adapters as {ctx.model_name!r}:NAME",
+            param="model",
+        )
+    if name not in ctx.engine.adapters.paths:
+        raise ModelNotFound(
+            f"the adapter {name!r} (model {model!r}) is not loaded; loaded: {_loaded(ctx)}", param="model"
+        )
+    return name
 
 
 def _completion_prompt(body: CompletionRequest, tokenizer: Tokenizer) -> list[int]:
@@ -243,13 +298,20 @@ def _check_length(prompt_tokens: int, max_tokens: int, *, ctx: ServeContext, par
 
 
 def _job(
-    prefix: str, body: SamplingFields, prompt_ids: list[int], params: SamplingParams, *, ctx: ServeContext
+    prefix: str,
+    body: SamplingFields,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    *,
+    adapter: str | None,
+    ctx: ServeContext,
 ) -> Job:
     return Job(
         request_id=f"{prefix}-{uuid.uuid4().hex}",
         created=int(time.time()),
         arrival=time.perf_counter(),
-        model=ctx.model_name,
+        model=ctx.model_name if adapter is None else _adapter_model(adapter, ctx=ctx),
+        adapter=adapter,
         prompt_ids=prompt_ids,
         params=params,
         include_usage=bool(body.stream and body.stream_options and body.stream_options.include_usage),
@@ -261,7 +323,7 @@ def _job(
 
 async def start(job: Job, *, ctx: ServeContext) -> Outputs:
     """Hands the job to the engine. The engine's refusals (prompt too long for the context or the
-    cache, token ids out of range) are raised here, before a response starts."""
+    cache, token ids out of range, no free adapter slot) are raised here, before a response starts."""
     waiting = ctx.engine.num_waiting
     if waiting >= ctx.settings.max_queue:
         raise QueueFull(f"{waiting} requests are waiting (max_queue {ctx.settings.max_queue}); retry later")
@@ -270,8 +332,27 @@ async def start(job: Job, *, ctx: ServeContext) -> Outputs:
     except ValueError as error:
         param = "max_tokens" if "max_tokens" in str(error) else "prompt"
         raise InvalidRequest(str(error), param=param) from None
-    stream = ctx.engine.stream(job.prompt_ids, job.params, request_id=job.request_id)
-    return ctx.metrics.track(stream, arrival=job.arrival)
+    if job.adapter is not None:
+        adapter_of(job.model, ctx=ctx)  # still loaded (an unload may not slip between check and hold)
+        _check_adapter_slot(job.adapter, ctx=ctx)
+    stream = ctx.engine.stream(job.prompt_ids, job.params, request_id=job.request_id, adapter=job.adapter)
+    outputs = ctx.metrics.track(stream, arrival=job.arrival)
+    if job.adapter is None:
+        return outputs
+    ctx.metrics.count_adapter_request(job.adapter)
+    return ctx.holds.hold(job.adapter, outputs)
+
+
+def _check_adapter_slot(adapter: str, *, ctx: ServeContext) -> None:
+    """The engine keeps at most `max_loras` adapters in memory and refuses a request (in the middle
+    of the stream) when all of them serve others; refuse it here instead, while a 429 can be sent."""
+    held = ctx.holds.names()
+    slots = ctx.engine.config.max_loras
+    if adapter not in held and len(held) >= slots:
+        raise QueueFull(
+            f"requests hold all {slots} adapter slots ({', '.join(sorted(held))}); retry later",
+            param="model",
+        )
 
 
 async def _last(outputs: Outputs) -> RequestOutput:
@@ -286,6 +367,69 @@ async def _last(outputs: Outputs) -> RequestOutput:
 def _usage(output: RequestOutput) -> UsageOut:
     prompt, completion = len(output.prompt_token_ids), len(output.token_ids)
     return UsageOut(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+# ----------------------------------------------------------------------------- /v1/adapters
+
+
+def list_adapters(*, ctx: ServeContext) -> AdapterListOut:
+    return AdapterListOut(data=[_adapter_out(n, p, ctx=ctx) for n, p in _adapter_paths(ctx).items()])
+
+
+async def load_adapter(*, name: str, path: str, ctx: ServeContext) -> AdapterOut:
+    """Reads a PEFT LoRA directory (off the event loop) and serves it as `BASE:name`."""
+    async with ctx.adapter_lock:
+        if name in ctx.engine.adapters.paths:
+            loaded_from = ctx.engine.adapters.paths[name]
+            raise Conflict(
+                f"adapter {name!r} is loaded already (from {loaded_from}); unload it first",
+                code="adapter_exists",
+            )
+        try:
+            await asyncio.to_thread(register_adapter, ctx.engine, name, path)
+        except AdapterError as error:
+            raise InvalidRequest(str(error)) from None
+    log.info("loaded adapter %r from %s", name, path)
+    return _adapter_out(name, Path(path), ctx=ctx)
+
+
+async def unload_adapter(name: str, *, ctx: ServeContext) -> AdapterOut:
+    """Forgets an adapter; Conflict while requests use it (they are not cut short)."""
+    async with ctx.adapter_lock:
+        path = ctx.engine.adapters.paths.get(name)
+        if path is None:
+            raise ModelNotFound(f"unknown adapter {name!r}; loaded: {_loaded(ctx)}")
+        users = ctx.holds.count(name)
+        if users:
+            raise Conflict(
+                f"adapter {name!r} is serving {users} request(s); unload it when they finish",
+                code="adapter_in_use",
+            )
+        try:
+            # On the event loop, so that no request can take the adapter between check and unload;
+            # it waits for the engine's current step at most.
+            ctx.engine.unload_adapter(name)
+        except ValueError as error:  # a request from outside this server (the engine's own check)
+            raise Conflict(str(error), code="adapter_in_use") from None
+    log.info("unloaded adapter %r", name)
+    return AdapterOut(name=name, model=_adapter_model(name, ctx=ctx), path=str(path), resident=False)
+
+
+def _adapter_paths(ctx: ServeContext) -> dict[str, Path]:
+    return dict(ctx.engine.adapters.paths)  # a copy: a load on another thread may add to it
+
+
+def _adapter_model(name: str, *, ctx: ServeContext) -> str:
+    return f"{ctx.model_name}:{name}"
+
+
+def _adapter_out(name: str, path: Path, *, ctx: ServeContext) -> AdapterOut:
+    resident = name in ctx.engine.adapters.resident
+    return AdapterOut(name=name, model=_adapter_model(name, ctx=ctx), path=str(path), resident=resident)
+
+
+def _loaded(ctx: ServeContext) -> str:
+    return ", ".join(repr(name) for name in _adapter_paths(ctx)) or "none"
 
 
 # ----------------------------------------------------------------------------- /v1/completions

@@ -26,6 +26,7 @@ class ServeSettings:
     max_queue: int = 256  # requests waiting for a batch slot before new ones get 429
     max_cache_tokens: int | None = None  # latent KV cache capacity; None: the engine's default
     device: str | None = None  # None: cuda when available, else cpu
+    adapters: tuple[tuple[str, str], ...] = ()  # (name, PEFT LoRA directory), loaded at start
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -34,6 +35,9 @@ class ServeSettings:
             raise SettingsError(f"max_queue must be >= 0, got {self.max_queue}")
         if self.max_cache_tokens is not None and self.max_cache_tokens < 1:
             raise SettingsError(f"max_cache_tokens must be >= 1, got {self.max_cache_tokens}")
+        names = [name for name, _ in self.adapters]
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise SettingsError(f"adapter names must differ; given more than once: {', '.join(repeated)}")
         if self.api_key == "":
             raise SettingsError("api_key is empty; leave it unset to serve without a key")
         if not is_loopback(self.host) and self.api_key is None:

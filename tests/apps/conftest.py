@@ -1,4 +1,5 @@
-"""A tiny checkpoint directory with its tokenizer, as `verticals serve --model DIR` expects.
+"""A tiny checkpoint directory with its tokenizer, as `verticals serve --model DIR` expects, and a
+LoRA adapter for it, as `--adapter NAME=DIR` expects.
 
 .venv/bin/python -m pytest tests/apps -q
 """
@@ -9,8 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
-from core_model import MoEConfig, MoEForCausalLM, save_model, train_tokenizer
+from core_model import MoEConfig, MoEForCausalLM, load_model, save_model, train_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -22,4 +25,20 @@ def checkpoint(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("checkpoint")
     save_model(model, directory)
     tokenizer.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def adapter(checkpoint, tmp_path_factory) -> Path:
+    """A rank-2 LoRA on the first layer's o_proj, in PEFT's format."""
+    name = "model.layers.0.self_attn.o_proj"
+    linear = load_model(str(checkpoint)).get_submodule(name)
+    directory = tmp_path_factory.mktemp("adapter")
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        f"base_model.model.{name}.lora_A.weight": torch.randn(2, linear.in_features, generator=generator),
+        f"base_model.model.{name}.lora_B.weight": torch.randn(linear.out_features, 2, generator=generator),
+    }
+    save_file(tensors, directory / "adapter_model.safetensors")
+    (directory / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2}))
     return directory

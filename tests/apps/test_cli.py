@@ -9,6 +9,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from apps.cli import main
 from core_model import load_model, save_model
@@ -41,6 +42,19 @@ def test_serve_refuses_a_public_host_without_a_key(monkeypatch, capsys):
     monkeypatch.delenv("VERTICALS_API_KEY", raising=False)
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "refusing to listen on 0.0.0.0 without an API key" in capsys.readouterr().err
+
+
+def test_serve_stops_on_a_bad_adapter_naming_it(checkpoint, tmp_path, capsys):
+    assert main(["serve", "--model", str(checkpoint), "--adapter", f"broken={tmp_path}"]) == 2
+    assert (
+        f"verticals: error: adapter 'broken': no adapter_config.json in {tmp_path}" in capsys.readouterr().err
+    )
+
+
+def test_serve_wants_adapters_as_name_equals_dir(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "--adapter", "just-a-name"])
+    assert raised.value.code == 2 and "expected NAME=DIR, got 'just-a-name'" in capsys.readouterr().err
 
 
 def test_serve_prints_its_url_and_answers_there(checkpoint):

@@ -28,3 +28,17 @@ def test_a_tokenizer_larger_than_the_embedding_is_refused(checkpoint, tmp_path):
     load_tokenizer(checkpoint).save(tmp_path)  # 300 ids
     with pytest.raises(ValueError, match="300 ids but the model embeds only 280"):
         create_app(ServeSettings(model=str(tmp_path)))
+
+
+def test_the_suite_loads_the_adapters_its_settings_name(checkpoint, adapter):
+    settings = ServeSettings(
+        model=str(checkpoint), served_model_name="tiny-ckpt", adapters=(("sql", str(adapter)),)
+    )
+    with TestClient(create_app(settings)) as client:
+        models = client.get("/v1/models").json()["data"]
+        assert [(m["id"], m["parent"]) for m in models] == [
+            ("tiny-ckpt", None),
+            ("tiny-ckpt:sql", "tiny-ckpt"),
+        ]
+        body = {"model": "tiny-ckpt:sql", "prompt": "x", "max_tokens": 2}
+        assert client.post("/v1/completions", json=body).status_code == 200

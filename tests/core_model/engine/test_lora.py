@@ -138,3 +138,14 @@ def test_unknown_adapter_and_bad_directory_are_named(model, tmp_path):
         engine.add_request([5, 6, 7], GREEDY, adapter="nope")
     with pytest.raises(AdapterError, match="no adapter_config.json in"):
         engine.load_adapter("empty", tmp_path)
+
+
+def test_a_name_is_loaded_once(model, adapters):
+    engine = Engine(copy.deepcopy(model))
+    engine.load_adapter("alpha", adapters["alpha"])
+    with pytest.raises(AdapterError, match="'alpha' is already loaded"):
+        engine.load_adapter("alpha", adapters["beta"])
+    [output] = engine.generate([_prompts(1)[0]], GREEDY, adapter="alpha")
+    assert output.token_ids == naive_generate(
+        merged(model, adapters["alpha"]), _prompts(1)[0], max_new_tokens=10
+    )

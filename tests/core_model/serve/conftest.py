@@ -1,5 +1,5 @@
-"""Fixtures for the server tests: a tiny model, a tiny tokenizer, an engine, and the app served by a
-real uvicorn on 127.0.0.1 in a background thread.
+"""Fixtures for the server tests: a tiny model, a tiny tokenizer, an engine, the app served by a
+real uvicorn on 127.0.0.1 in a background thread, and a LoRA adapter for that model on disk.
 
 .venv/bin/python -m pytest tests/core_model/serve -q
 """
@@ -18,6 +18,7 @@ import pytest
 import torch
 import uvicorn
 from fastapi import FastAPI
+from safetensors.torch import save_file
 
 from core_model import MoEConfig, MoEForCausalLM, Tokenizer, train_tokenizer
 from core_model.engine import Engine, EngineConfig
@@ -26,6 +27,7 @@ from core_model.serve import ServeSettings, create_app
 MODEL_NAME = "tiny-test"
 CONTEXT = 4096  # tokens; generating them all takes seconds
 TOKENIZER_VOCAB = 300  # train_tokenizer needs >= 266 ids (10 special + 256 bytes)
+ADAPTER_TARGETS = ("self_attn.q_a_proj", "self_attn.o_proj", "mlp.shared_experts.up_proj", "mlp.gate_proj")
 
 
 @contextmanager
@@ -62,6 +64,26 @@ def wait_until_idle(engine: Engine, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def write_adapter(
+    directory: Path, model: torch.nn.Module, targets=ADAPTER_TARGETS, *, seed: int = 1, rank=4, alpha=8
+) -> Path:
+    """A LoRA for `model` in PEFT's on-disk format, with non-zero B (as after training)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, module in model.named_modules():
+        linear = getattr(module, "base", module)  # a linear the engine wrapped for another adapter
+        if not name.endswith(targets) or not isinstance(linear, torch.nn.Linear):
+            continue
+        key = f"base_model.model.{name}"
+        tensors[f"{key}.lora_A.weight"] = torch.randn(rank, linear.in_features, generator=generator) * 0.3
+        tensors[f"{key}.lora_B.weight"] = torch.randn(linear.out_features, rank, generator=generator) * 0.3
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, directory / "adapter_model.safetensors")
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": list(targets)}
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    return directory
+
+
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
     corpus = [Path(module.__file__).read_text(encoding="utf-8") for module in (json, textwrap, string)]
@@ -89,3 +111,9 @@ def settings() -> ServeSettings:
 def base_url(engine, tokenizer, settings) -> Iterator[str]:
     with serving(create_app(engine, tokenizer, settings)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(engine, tmp_path_factory) -> Path:
+    """A PEFT LoRA directory for the served model, strong enough to change its greedy text."""
+    return write_adapter(tmp_path_factory.mktemp("adapter"), engine.model)

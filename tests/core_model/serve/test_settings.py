@@ -26,3 +26,8 @@ def test_loopback_hosts_need_no_key(host):
 def test_the_served_name_defaults_to_the_model_source():
     assert ServeSettings(model="embedded").model_name == "embedded"
     assert ServeSettings(model="/ckpt", served_model_name="coder").model_name == "coder"
+
+
+def test_an_adapter_name_given_twice_is_refused():
+    with pytest.raises(SettingsError, match="given more than once: sql"):
+        ServeSettings(adapters=(("sql", "/a"), ("chat", "/b"), ("sql", "/c")))
