@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-cache-tokens", type=int, help="KV cache capacity in tokens")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
     serve.add_argument(
+        "--quantize", choices=["int8"], help="weight-only int8 for linears and experts (about 1/4 the memory)"
+    )
+    serve.add_argument(
         "--adapter",
         action="append",
         default=[],
@@ -79,6 +82,7 @@ def run_server(args: argparse.Namespace) -> None:
         max_queue=args.max_queue,
         max_cache_tokens=args.max_cache_tokens,
         adapters=tuple(args.adapter),
+        quantize=args.quantize,
     )
     app = create_app(settings)
     auth = "Bearer key required" if settings.api_key else "no API key"

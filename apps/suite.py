@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from core_model import load_model, load_tokenizer
 from core_model.engine import Engine, EngineConfig
+from core_model.engine.quantize import quantize_int8
 from core_model.serve import ServeSettings, build_context, mount, register_adapter
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             f"the tokenizer of {settings.model} has {tokenizer.vocab_size} ids but the model embeds "
             f"only {model.config.vocab_size}"
         )
+    if settings.quantize == "int8":
+        quantize_int8(model)
     config = EngineConfig()
     if settings.max_cache_tokens is not None:
         config = EngineConfig(max_cache_tokens=settings.max_cache_tokens)

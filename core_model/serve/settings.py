@@ -27,10 +27,13 @@ class ServeSettings:
     max_cache_tokens: int | None = None  # latent KV cache capacity; None: the engine's default
     device: str | None = None  # None: cuda when available, else cpu
     adapters: tuple[tuple[str, str], ...] = ()  # (name, PEFT LoRA directory), loaded at start
+    quantize: str | None = None  # "int8": weight-only int8 for linears and experts
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be in [0, 65535], got {self.port}")
+        if self.quantize not in (None, "int8"):
+            raise SettingsError(f"quantize must be 'int8' or unset, got {self.quantize!r}")
         if self.max_queue < 0:
             raise SettingsError(f"max_queue must be >= 0, got {self.max_queue}")
         if self.max_cache_tokens is not None and self.max_cache_tokens < 1:

@@ -42,3 +42,11 @@ def test_the_suite_loads_the_adapters_its_settings_name(checkpoint, adapter):
         ]
         body = {"model": "tiny-ckpt:sql", "prompt": "x", "max_tokens": 2}
         assert client.post("/v1/completions", json=body).status_code == 200
+
+
+def test_the_suite_serves_an_int8_model(checkpoint):
+    settings = ServeSettings(model=str(checkpoint), served_model_name="tiny-ckpt", quantize="int8")
+    with TestClient(create_app(settings)) as client:
+        body = {"model": "tiny-ckpt", "prompt": "def", "max_tokens": 3, "temperature": 0}
+        completion = client.post("/v1/completions", json=body).json()
+        assert completion["usage"]["completion_tokens"] <= 3 and completion["choices"][0]["finish_reason"]

@@ -31,3 +31,8 @@ def test_the_served_name_defaults_to_the_model_source():
 def test_an_adapter_name_given_twice_is_refused():
     with pytest.raises(SettingsError, match="given more than once: sql"):
         ServeSettings(adapters=(("sql", "/a"), ("chat", "/b"), ("sql", "/c")))
+
+
+def test_unknown_quantisation_is_refused():
+    with pytest.raises(SettingsError, match="quantize must be 'int8' or unset, got 'int4'"):
+        ServeSettings(quantize="int4")
