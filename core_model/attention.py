@@ -13,6 +13,7 @@ R qk_rope_head_dim, N qk_nope_head_dim, V v_head_dim, Q q_lora_rank.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,6 +32,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, eps=self.eps)  # one fused op
+        # Half precision: normalise in float32, cast back, then scale (the reference's order).
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * normed.to(x.dtype)
 
@@ -50,9 +54,13 @@ class RotaryEmbedding(nn.Module):
         self.inv_freq = rope_frequencies(self.config)[0].to(self.inv_freq.device)
 
     def forward(self, position_ids_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns cos and sin, each [B, T, R/2] in float32."""
+        """cos and signed sin, each [B, T, 1, R] in float32, laid out for `apply_rope`.
+
+        Built once per forward and shared by every layer: cos = (cos, cos), sin = (-sin, sin).
+        """
         angles = position_ids_BT[..., None].float() * self.inv_freq.float()
-        return angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
+        cos, sin = angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
+        return torch.cat((cos, cos), dim=-1)[..., None, :], torch.cat((-sin, sin), dim=-1)[..., None, :]
 
 
 def rope_frequencies(config: MoEConfig) -> tuple[torch.Tensor, float]:
@@ -87,19 +95,29 @@ def rope_frequencies(config: MoEConfig) -> tuple[torch.Tensor, float]:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleave: bool) -> torch.Tensor:
-    """Rotates the last dim of x [..., T, heads, R] by cos/sin [..., T, R/2].
+    """Rotates the last dim of x [..., T, heads, R] by the tables of `RotaryEmbedding`.
 
     With `interleave` the checkpoint stores rotary dims as pairs (x0, x1), (x2, x3), ...;
     the result is laid out as (all first halves, all second halves) in both cases. Queries and
     keys get the same layout, so their dot products are those of the checkpoint.
     """
-    if interleave:
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-    else:
-        x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads
-    x1, x2 = x1.float(), x2.float()
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+    halves, swapped = _rope_orders(x.shape[-1], interleave=interleave, device=x.device)
+    x_halves = x[..., halves] if interleave else x  # (x1, x2)
+    x_swapped = x[..., swapped]  # (x2, x1)
+    if x.dtype != torch.float32:  # rotate in float32 whatever the model's dtype
+        return (x_halves.float() * cos + x_swapped.float() * sin).to(x.dtype)
+    return x_halves * cos + x_swapped * sin  # (x1 cos - x2 sin, x2 cos + x1 sin)
+
+
+@functools.cache
+def _rope_orders(dim: int, *, interleave: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index orders that give (x1, x2) and (x2, x1) from a rotary vector in the checkpoint's layout."""
+    with torch.inference_mode(False):  # cached: must also serve code that records gradients
+        if interleave:
+            first, second = torch.arange(0, dim, 2), torch.arange(1, dim, 2)
+        else:
+            first, second = torch.arange(dim // 2), torch.arange(dim // 2, dim)
+        return torch.cat((first, second)).to(device), torch.cat((second, first)).to(device)
 
 
 class MultiHeadLatentAttention(nn.Module):
