@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from core_model import MoEConfig, MoEForCausalLM
 from core_model.engine import Engine, EngineConfig, SamplingParams, naive_generate
 from core_model.engine.lora import AdapterError
+from tests.peft_adapters import write_adapter
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
 TARGETS_A = ["self_attn.q_a_proj", "self_attn.o_proj", "mlp.shared_experts.up_proj", "mlp.gate_proj"]
@@ -24,24 +24,6 @@ def model():
     model = MoEForCausalLM(MoEConfig.preset("tiny").replace(initializer_range=0.15))
     model.init_weights(torch.Generator().manual_seed(0))
     return model.eval()
-
-
-def write_adapter(directory, model, targets, *, seed, rank=4, alpha=8):
-    """A LoRA in PEFT's on-disk format, with non-zero B (as after training)."""
-    generator = torch.Generator().manual_seed(seed)
-    modules = dict(model.named_modules())
-    tensors = {}
-    for name, module in modules.items():
-        if not any(name.endswith(t) for t in targets) or not isinstance(module, torch.nn.Linear):
-            continue
-        key = f"base_model.model.{name}"
-        tensors[f"{key}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * 0.3
-        tensors[f"{key}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.3
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, directory / "adapter_model.safetensors")
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": targets}
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    return directory
 
 
 def merged(model, directory):

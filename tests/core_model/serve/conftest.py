@@ -18,11 +18,11 @@ import pytest
 import torch
 import uvicorn
 from fastapi import FastAPI
-from safetensors.torch import save_file
 
 from core_model import MoEConfig, MoEForCausalLM, Tokenizer, train_tokenizer
 from core_model.engine import Engine, EngineConfig
 from core_model.serve import ServeSettings, create_app
+from tests import peft_adapters
 
 MODEL_NAME = "tiny-test"
 CONTEXT = 4096  # tokens; generating them all takes seconds
@@ -64,24 +64,8 @@ def wait_until_idle(engine: Engine, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def write_adapter(
-    directory: Path, model: torch.nn.Module, targets=ADAPTER_TARGETS, *, seed: int = 1, rank=4, alpha=8
-) -> Path:
-    """A LoRA for `model` in PEFT's on-disk format, with non-zero B (as after training)."""
-    generator = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, module in model.named_modules():
-        linear = getattr(module, "base", module)  # a linear the engine wrapped for another adapter
-        if not name.endswith(targets) or not isinstance(linear, torch.nn.Linear):
-            continue
-        key = f"base_model.model.{name}"
-        tensors[f"{key}.lora_A.weight"] = torch.randn(rank, linear.in_features, generator=generator) * 0.3
-        tensors[f"{key}.lora_B.weight"] = torch.randn(linear.out_features, rank, generator=generator) * 0.3
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, directory / "adapter_model.safetensors")
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": list(targets)}
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    return directory
+def write_adapter(directory: Path, model: torch.nn.Module, targets=ADAPTER_TARGETS, *, seed: int = 1) -> Path:
+    return peft_adapters.write_adapter(directory, model, targets, seed=seed)
 
 
 @pytest.fixture(scope="module")
