@@ -40,11 +40,9 @@ Legend: C concurrent requests, P prompt tokens, N new tokens, B batch rows, T pa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -60,10 +58,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a clone without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM  # noqa: E402
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS  # noqa: E402
 
+from benchmarks.common import comma_separated, environment  # noqa: E402
 from core_model import ConfigError, MoEConfig, MoEForCausalLM, load_model, save_model  # noqa: E402
 from core_model.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 from core_model.engine.cache import LatentCache  # noqa: E402
@@ -99,7 +97,7 @@ class Settings:
 
 def parse_args(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    csv = _comma_separated
+    csv = comma_separated
     parser.add_argument("--presets", type=csv(str), default=["embedded", "small"])
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--concurrency", type=csv(int), default=[1, 8, 32])
@@ -168,10 +166,6 @@ def parse_args(argv: list[str] | None) -> Settings:
         seed=args.seed,
         out=args.out,
     )
-
-
-def _comma_separated(cast: Callable[[str], object]) -> Callable[[str], list]:
-    return lambda text: [cast(item) for item in text.split(",") if item]
 
 
 # --------------------------------------------------------------------------------- models
@@ -493,26 +487,6 @@ def measure_transformers_cache(config: MoEConfig, dtype: torch.dtype, tokens: in
 
 
 # --------------------------------------------------------------------------------- report
-def environment() -> dict:
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "cpu": _cpu_model(),
-        "device": "cpu",
-    }
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def format_row(c: dict) -> list[str]:
     goal = "" if c["goal_met"] is None else f"{'ok' if c['goal_met'] else 'MISSED'} (>={c['goal_ratio']:g}x)"
     capped = "" if c["reference_new_tokens"] == c["new_tokens"] else f" (N={c['reference_new_tokens']})"
@@ -595,7 +569,7 @@ def main(argv: list[str] | None = None) -> dict:
             gc.collect()
     kv = kv_cache_bytes()
     report = {
-        "environment": environment(),
+        "environment": environment(["cpu"]),
         "settings": {**asdict(settings), "out": str(settings.out)},
         "goals": {
             "tokens_per_s": {str(c): g for c, g in GOALS.items()},

@@ -29,7 +29,6 @@ import gc
 import itertools
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -43,11 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a clone without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-import transformers  # noqa: E402
 from transformers import DeepseekV3Config  # noqa: E402
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS  # noqa: E402
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE  # noqa: E402
 
+from benchmarks.common import comma_separated, environment  # noqa: E402
 from core_model.config import ConfigError, MoEConfig  # noqa: E402
 from core_model.moe import MoE  # noqa: E402
 
@@ -78,7 +77,7 @@ class Settings:
 
 def parse_args(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    csv = _comma_separated
+    csv = comma_separated
     parser.add_argument("--presets", type=csv(str), default=["embedded", "small"])
     parser.add_argument("--tokens", type=csv(int), default=[1, 16, 512])
     parser.add_argument("--dtypes", type=csv(str), default=["float32", "bfloat16"])
@@ -122,10 +121,6 @@ def parse_args(argv: list[str] | None) -> Settings:
         seed=args.seed,
         out=args.out,
     )
-
-
-def _comma_separated(cast: Callable[[str], object]) -> Callable[[str], list]:
-    return lambda text: [cast(item) for item in text.split(",") if item]
 
 
 # --------------------------------------------------------------------------------- layers
@@ -290,29 +285,6 @@ def run_cell(preset: str, *, device: str, dtype_name: str, tokens: int, settings
 
 
 # --------------------------------------------------------------------------------- report
-def environment(devices: list[str]) -> dict:
-    env = {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "cpu": _cpu_model(),
-        "devices": devices,
-    }
-    if "cuda" in devices:
-        env["gpu"] = torch.cuda.get_device_name()
-    return env
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def format_table(cells: list[dict]) -> str:
     columns = list(dict.fromkeys(n for c in cells for n, r in c["results"].items() if "median_ms" in r))
     header = ["preset", "device", "dtype", "T", *(f"{n} ms" for n in columns), "speedup", "vs looped"]
