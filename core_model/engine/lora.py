@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..model import MoEForCausalLM
@@ -88,6 +88,24 @@ def read_adapter(name: str, path: str | Path, *, model: MoEForCausalLM) -> Adapt
         raise AdapterError(f"adapter {name!r}: {WEIGHTS_FILE} holds no lora_A/lora_B tensors")
     digest = hashlib.sha256(weights_path.read_bytes() + config_path.read_bytes()).hexdigest()
     return Adapter(name, path, digest, scale, weights)
+
+
+def save_adapter(
+    directory: str | Path, weights: dict[str, tuple[torch.Tensor, torch.Tensor]], *, rank: int, alpha: float
+) -> Path:
+    """Writes module name -> (A [r, I], B [O, r]) as a PEFT LoRA directory that `read_adapter`
+    (and PEFT itself) reads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, (a, b) in weights.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a.detach().contiguous().cpu()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b.detach().contiguous().cpu()
+    save_file(tensors, str(directory / WEIGHTS_FILE))
+    targets = sorted({name.rsplit(".", 1)[-1] for name in weights})
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": targets, "bias": "none"}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return directory
 
 
 def _check_target(adapter: str, module_name: str, modules: dict[str, nn.Module]) -> None:
