@@ -248,7 +248,7 @@ class Engine:
         try:
             logits_BV = self.runner.forward(self.runner.build_batch(parts))
         finally:
-            self.adapters.groups = []
+            self.adapters.set_step([], self.cache.latents_LPW.device)  # nothing applies between steps
         ready, rows = [], []
         for row, (sequence, count) in enumerate(planned):
             self.scheduler.computed(sequence, count)

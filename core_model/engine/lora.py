@@ -30,6 +30,7 @@ from torch import nn
 from ..model import MoEForCausalLM
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+GATHER_MAX_TOKENS = 256  # steps up to this many tokens gather per-token LoRA weights
 _REFUSED = {
     "kv_b_proj": "the absorbed MLA decode uses kv_b_proj's weight directly; merge that LoRA into the base",
     "lm_head": "the engine runs lm_head on each sequence's last token only; merge that LoRA into the base",
@@ -136,11 +137,19 @@ class MultiLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        groups = self._adapters.groups
-        if not groups:
+        adapters = self._adapters
+        if not adapters.groups:
             return y
         x_NI, y_NO = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
-        for adapter, rows_n in groups:
+        if adapters.slots_N is not None and adapters.scales_N11 is not None:  # few tokens: BGMV
+            stacked = adapters.stacked(self.name)
+            if stacked is None:
+                return y
+            a_NrI, b_NOr = stacked[0][adapters.slots_N], stacked[1][adapters.slots_N]
+            h_N1r = torch.bmm(x_NI[:, None, :], a_NrI.transpose(1, 2))
+            delta_N1O = torch.bmm(h_N1r, b_NOr.transpose(1, 2)) * adapters.scales_N11
+            return (y_NO + delta_N1O[:, 0].to(y_NO.dtype)).view(y.shape)
+        for adapter, rows_n in adapters.groups:  # many tokens: one pair of matmuls per adapter
             pair = adapter.weights.get(self.name)
             if pair is None:
                 continue
@@ -160,6 +169,9 @@ class AdapterSet:
         self.hashes: dict[str, str] = {}  # content hash of every registered adapter
         self.resident: OrderedDict[str, Adapter] = OrderedDict()
         self.groups: list[tuple[Adapter, torch.Tensor]] = []  # this step's (adapter, token rows)
+        self.slots_N: torch.Tensor | None = None  # this step's adapter slot per token, 0: none
+        self.scales_N11: torch.Tensor | None = None
+        self._stacks: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
 
     def read(self, name: str, path: str | Path) -> Adapter:
         """Reads and checks an adapter without touching the set (no lock needed)."""
@@ -217,7 +229,12 @@ class AdapterSet:
                 setattr(parent, child, MultiLoRALinear(current, self, module_name))
 
     def set_step(self, token_adapters: list[str | None], device: torch.device) -> None:
-        """Which adapter each of the step's tokens uses (None: the base model)."""
+        """Which adapter each of the step's tokens uses (None: the base model).
+
+        Up to GATHER_MAX_TOKENS tokens, every wrapped linear gathers each token's A and B from a
+        stack of this step's adapters (two batched matmuls, whatever the number of adapters);
+        beyond, it runs one pair of matmuls per adapter over that adapter's rows.
+        """
         rows: dict[str, list[int]] = {}
         for row, name in enumerate(token_adapters):
             if name is not None:
@@ -225,3 +242,30 @@ class AdapterSet:
         self.groups = [
             (self.resident[name], torch.tensor(indices, device=device)) for name, indices in rows.items()
         ]
+        self.slots_N = self.scales_N11 = None
+        self._stacks = {}
+        if self.groups and len(token_adapters) <= GATHER_MAX_TOKENS:
+            slot = {name: i + 1 for i, name in enumerate(rows)}
+            self.slots_N = torch.tensor([slot[n] if n else 0 for n in token_adapters], device=device)
+            scales = torch.tensor([0.0] + [adapter.scale for adapter, _ in self.groups], device=device)
+            self.scales_N11 = scales[self.slots_N][:, None, None]
+
+    def stacked(self, module_name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This step's adapters' A [S + 1, r, I] and B [S + 1, O, r] for one linear (slot 0 and
+        adapters without it: zeros; ranks padded with zeros), or None when none targets it."""
+        if module_name not in self._stacks:
+            pairs = [adapter.weights.get(module_name) for adapter, _ in self.groups]
+            present = [pair for pair in pairs if pair is not None]
+            if not present:
+                self._stacks[module_name] = None
+            else:
+                rank = max(a.shape[0] for a, _ in present)
+                a_ref, b_ref = present[0]
+                a_stack = a_ref.new_zeros(len(pairs) + 1, rank, a_ref.shape[1])
+                b_stack = b_ref.new_zeros(len(pairs) + 1, b_ref.shape[0], rank)
+                for slot, pair in enumerate(pairs, start=1):
+                    if pair is not None:
+                        a_stack[slot, : pair[0].shape[0]] = pair[0]
+                        b_stack[slot, :, : pair[1].shape[1]] = pair[1]
+                self._stacks[module_name] = (a_stack, b_stack)
+        return self._stacks[module_name]

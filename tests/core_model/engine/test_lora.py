@@ -11,7 +11,7 @@ import torch
 
 from core_model import MoEConfig, MoEForCausalLM
 from core_model.engine import Engine, EngineConfig, SamplingParams, naive_generate
-from core_model.engine.lora import AdapterError
+from core_model.engine.lora import GATHER_MAX_TOKENS, AdapterError
 from tests.peft_adapters import write_adapter
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
@@ -57,11 +57,12 @@ def _prompts(count, length=9):
     return [torch.randint(3, 512, (length + i,), generator=generator).tolist() for i in range(count)]
 
 
-def test_a_mixed_batch_matches_each_adapter_merged_and_alone(model, adapters):
+@pytest.mark.parametrize("length", [9, 100])  # steps of 3 x 100 tokens take the per-adapter path
+def test_a_mixed_batch_matches_each_adapter_merged_and_alone(model, adapters, length):
     engine = Engine(copy.deepcopy(model), config=EngineConfig(block_size=4))
     for name, path in adapters.items():
         engine.load_adapter(name, path)
-    prompts = _prompts(3)
+    prompts = _prompts(3, length=length)
     names = [None, "alpha", "beta"]
     ids = [engine.add_request(p, GREEDY, adapter=n) for p, n in zip(prompts, names, strict=True)]
     finals = {}
@@ -70,6 +71,7 @@ def test_a_mixed_batch_matches_each_adapter_merged_and_alone(model, adapters):
     expected_models = [model, merged(model, adapters["alpha"]), merged(model, adapters["beta"])]
     for request_id, prompt, reference in zip(ids, prompts, expected_models, strict=True):
         assert finals[request_id].token_ids == naive_generate(reference, prompt, max_new_tokens=10)
+    assert GATHER_MAX_TOKENS < 3 * 100 <= engine.config.max_batched_tokens
     base_alone = naive_generate(model, prompts[1], max_new_tokens=10)
     assert finals[ids[1]].token_ids != base_alone  # the adapter changes the output
 
