@@ -17,6 +17,7 @@ N qk_nope_head_dim, V v_head_dim.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..attention import MultiHeadLatentAttention
 
@@ -59,11 +60,17 @@ def decompressed_prefill(
     first_position: int,
     chunk_size: int = 1024,
 ) -> torch.Tensor:
-    """New tokens at positions first_position.. over all S = first_position + T cached latents."""
+    """New tokens at positions first_position.. over all S = first_position + T cached latents.
+
+    A context that fits in one chunk goes through torch's fused attention; a longer one is
+    expanded chunk by chunk and merged with a running log-sum-exp.
+    """
     c = attn.config
     T, S = q_nope_THN.shape[0], latent_SW.shape[0]
     q_HTE = torch.cat((q_nope_THN, q_rope_THR), dim=-1).transpose(0, 1)
     q_pos_T = torch.arange(first_position, first_position + T, device=latent_SW.device)
+    if S <= chunk_size:
+        return _fused(attn, q_HTE, latent_SW, q_pos_T).transpose(0, 1)
     running_max_HT = torch.full((attn.num_heads, T), float("-inf"), device=latent_SW.device)
     running_sum_HT = torch.zeros(attn.num_heads, T, device=latent_SW.device)
     out_HTV = torch.zeros(attn.num_heads, T, c.v_head_dim, device=latent_SW.device)
@@ -87,6 +94,31 @@ def decompressed_prefill(
         running_max_HT = new_max_HT
     out_HTV = out_HTV / running_sum_HT[..., None]
     return out_HTV.transpose(0, 1).to(q_nope_THN.dtype)
+
+
+def _fused(
+    attn: MultiHeadLatentAttention, q_HTE: torch.Tensor, latent_SW: torch.Tensor, q_pos_T: torch.Tensor
+) -> torch.Tensor:
+    """Scaled dot-product attention over the whole expanded context: [H, T, V]."""
+    c = attn.config
+    k_HSE, v_HSV = _expand(attn, latent_SW)
+    T, S = q_HTE.shape[1], latent_SW.shape[0]
+    causal_from_zero = T == S and c.sliding_window is None  # no cached context: plain causal
+    visible_TS = None
+    if not causal_from_zero:
+        k_pos_S = torch.arange(S, device=latent_SW.device)
+        visible_TS = k_pos_S[None, :] <= q_pos_T[:, None]
+        if c.sliding_window is not None:
+            visible_TS &= k_pos_S[None, :] > q_pos_T[:, None] - c.sliding_window
+    out = F.scaled_dot_product_attention(
+        q_HTE[None],
+        k_HSE[None],
+        v_HSV[None],
+        attn_mask=visible_TS,
+        is_causal=causal_from_zero,
+        scale=c.softmax_scale,
+    )
+    return out[0]
 
 
 def _expand(attn: MultiHeadLatentAttention, latent_SW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
