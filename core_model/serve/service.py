@@ -235,7 +235,7 @@ def adapter_of(model: str | None, *, ctx: ServeContext) -> str | None:
     if not colon or base != ctx.model_name:
         raise ModelNotFound(
             f"the model {model!r} does not exist; this server serves {ctx.model_name!r} and its "
-            f"adapters as {ctx.model_name!r}:NAME",
+            f"adapters as '{ctx.model_name}:NAME'",
             param="model",
         )
     if name not in ctx.engine.adapters.paths:
