@@ -15,6 +15,7 @@ It knows nothing of HTTP, adapters' files or chat templates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -66,6 +67,12 @@ class RequestOutput:
     logprobs: list[float] | None = None
     top_logprobs: list[list[tuple[int, float]]] | None = None
     cached_prompt_tokens: int = 0
+
+
+@dataclass
+class _Followed:
+    added: bool = False
+    finished: bool = False
 
 
 @dataclass
@@ -366,22 +373,16 @@ class Engine:
         """Synchronous streaming: an output per new token, stepping the engine as needed."""
         outputs: queue.SimpleQueue[RequestOutput] = queue.SimpleQueue()
         request_id = f"req-{next(self._ids)}"
-        self._listeners[request_id] = outputs.put
-        added = finished = False
-        try:
-            self.add_request(prompt, params, request_id=request_id, adapter=adapter)
-            added = True
-            while not finished:
+        with self._following(
+            prompt, params, request_id=request_id, adapter=adapter, listener=outputs.put
+        ) as seen:
+            while not seen.finished:
                 if outputs.empty() and self._worker is None:
                     self.step()
                     continue
                 output = outputs.get()
-                finished = output.finished
+                seen.finished = output.finished
                 yield output
-        finally:
-            self._listeners.pop(request_id, None)
-            if added and not finished:
-                self.abort(request_id)
 
     async def stream(
         self,
@@ -402,19 +403,35 @@ class Engine:
         def deliver(output: RequestOutput) -> None:  # called on the engine's thread
             loop.call_soon_threadsafe(outputs.put_nowait, output)
 
-        self._listeners[request_id] = deliver
-        added = finished = False
+        with self._following(
+            prompt, params, request_id=request_id, adapter=adapter, listener=deliver
+        ) as seen:
+            self._ensure_worker()
+            while not seen.finished:
+                output = await outputs.get()
+                seen.finished = output.finished
+                yield output
+
+    @contextlib.contextmanager
+    def _following(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None,
+        *,
+        request_id: str,
+        adapter: str | None,
+        listener: Callable[[RequestOutput], None],
+    ) -> Iterator[_Followed]:
+        """Adds a request whose outputs go to `listener`; aborts it if the caller leaves early."""
+        seen = _Followed()
+        self._listeners[request_id] = listener
         try:
             self.add_request(prompt, params, request_id=request_id, adapter=adapter)
-            added = True
-            self._ensure_worker()
-            while not finished:
-                output = await outputs.get()
-                finished = output.finished
-                yield output
+            seen.added = True
+            yield seen
         finally:
             self._listeners.pop(request_id, None)
-            if added and not finished:
+            if seen.added and not seen.finished:
                 self.abort(request_id)
 
     def _ensure_worker(self) -> None:
