@@ -6,6 +6,11 @@
     verticals serve                      # the OpenAI-compatible API on http://127.0.0.1:8000/v1
     verticals serve --model CHECKPOINT --host 0.0.0.0 --api-key KEY   # (or VERTICALS_API_KEY=KEY)
     verticals serve --adapter sql=/adapters/sql    # a PEFT LoRA directory, used as model "embedded:sql"
+    verticals train base --preset embedded --steps 2500 --export core_model/assets/embedded
+    torchrun --nproc-per-node 2 -m apps.cli train base ...        # the same, over 2 processes
+    verticals train adapter --task sequence-classification --train t.jsonl --dev d.jsonl --out adapters/x
+    verticals train prune --keep 8 --export pruned/       # drop the least-used experts
+    verticals train distill --layers 3 --steps 500 --export student/
 
 It is the composition root: the only code that knows every app. It parses arguments and prints;
 the work happens in `core_model` and the apps.
@@ -53,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=DIR",
         help="load a PEFT LoRA directory, used as model MODEL:NAME (repeatable)",
     )
+    _add_train_commands(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
             print(describe(args.model))
         elif args.command == "serve":
             run_server(args)
+        elif args.command == "train":
+            run_train(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"verticals: error: {error}", file=sys.stderr)
         return 2
@@ -90,6 +98,155 @@ def run_server(args: argparse.Namespace) -> None:
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
     sys.stdout.flush()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def _add_train_commands(commands: argparse._SubParsersAction) -> None:
+    from core_model.train.adapters import AdapterTrainingConfig
+    from core_model.train.examples import TASKS
+    from core_model.train.pretrain import PretrainConfig
+
+    train = commands.add_parser("train", help="pre-train a base model, train an adapter, compress a model")
+    kinds = train.add_subparsers(dest="train_command", required=True)
+    base = kinds.add_parser("base", help="pre-train a base model (the embedded default) from text")
+    base.add_argument("--preset", default="embedded", help="model shape (default: embedded)")
+    base.add_argument("--tokenizer", default="embedded", help="preset or directory with tokenizer.json")
+    base.add_argument(
+        "--data", nargs="+", type=Path, help="text files or folders (default: the suite corpus)"
+    )
+    base.add_argument("--held-out", nargs="+", type=Path, help="text files or folders for held-out loss")
+    base.add_argument("--dense", action="store_true", help="train the dense baseline of the preset")
+    base.add_argument("--run-dir", type=Path, help="checkpoints and log.jsonl (default: runs/PRESET)")
+    base.add_argument("--export", type=Path, help="write the trained checkpoint and model card here")
+    base.add_argument("--no-resume", action="store_true", help="start over even if run-dir has a checkpoint")
+    base.add_argument("--no-progress", action="store_true")
+    _add_options(base, PretrainConfig())
+
+    adapter = kinds.add_parser("adapter", help="train a LoRA adapter (and task head) on JSONL examples")
+    adapter.add_argument("--task", required=True, choices=TASKS)
+    adapter.add_argument("--train", required=True, type=Path, help="JSONL training examples")
+    adapter.add_argument("--dev", required=True, type=Path, help="JSONL dev examples (early stopping)")
+    adapter.add_argument("--out", required=True, type=Path, help="adapter directory to write")
+    adapter.add_argument("--model", default=DEFAULT_MODEL, help="base: preset or checkpoint directory")
+    adapter.add_argument("--labels", help="comma-separated label order (default: sorted training labels)")
+    adapter.add_argument("--no-progress", action="store_true")
+    _add_options(adapter, AdapterTrainingConfig())
+
+    prune = kinds.add_parser("prune", help="drop the least-used routed experts of a model")
+    prune.add_argument("--model", default=DEFAULT_MODEL, help="preset or checkpoint directory")
+    prune.add_argument("--keep", type=int, required=True, help="routed experts to keep per layer")
+    prune.add_argument("--export", type=Path, required=True, help="write the pruned checkpoint here")
+
+    distil = kinds.add_parser("distill", help="train a smaller student on a model's logits")
+    distil.add_argument("--model", default=DEFAULT_MODEL, help="teacher: preset or checkpoint directory")
+    distil.add_argument("--layers", type=int, required=True, help="student layers (else the teacher's shape)")
+    distil.add_argument("--export", type=Path, required=True, help="write the student checkpoint here")
+    distil.add_argument("--run-dir", type=Path, default=Path("runs/distill"))
+    distil.add_argument("--no-progress", action="store_true")
+    _add_options(distil, PretrainConfig())
+
+
+def _add_options(parser: argparse.ArgumentParser, defaults: object) -> None:
+    """One --option per field of a config dataclass, typed and defaulted from `defaults`."""
+    for name, value in vars(defaults).items():
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, tuple):
+            parser.add_argument(flag, nargs="+", default=list(value), help=f"default {' '.join(value)}")
+        elif value is None:
+            parser.add_argument(flag, type=int, default=None, help="default: once per epoch")
+        else:
+            parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
+
+
+def _options(args: argparse.Namespace, config_type: type) -> object:
+    return config_type(**{name: getattr(args, name) for name in vars(config_type())})
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from core_model.train.pretrain import PretrainConfig
+
+    if args.train_command == "base":
+        run_train_base(args)
+    elif args.train_command == "adapter":
+        run_train_adapter(args)
+    elif args.train_command == "prune":
+        from core_model.train.compress import prune_report
+
+        _print_compression(prune_report(args.model, keep=args.keep, export_dir=args.export), args.export)
+    elif args.train_command == "distill":
+        from core_model.train.compress import distil_report
+
+        report = distil_report(
+            args.model,
+            layers=args.layers,
+            config=_options(args, PretrainConfig),  # type: ignore[arg-type]
+            run_dir=args.run_dir,
+            export_dir=args.export,
+            progress=not args.no_progress,
+        )
+        _print_compression(report, args.export)
+
+
+def run_train_base(args: argparse.Namespace) -> None:
+    import shutil
+
+    from core_model.train.base import train_base
+    from core_model.train.pretrain import PretrainConfig
+
+    run_dir = args.run_dir or Path("runs") / (args.preset + ("-dense" if args.dense else ""))
+    if args.no_resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    summary = train_base(
+        args.preset,
+        config=_options(args, PretrainConfig),  # type: ignore[arg-type]
+        run_dir=run_dir,
+        export_dir=args.export,
+        tokenizer=args.tokenizer,
+        data=args.data,
+        held_out=args.held_out,
+        dense=args.dense,
+        progress=not args.no_progress,
+    )
+    held = summary["held_out_loss"]
+    print(
+        f"verticals: trained {summary['steps']} steps, {summary['tokens_seen']:,} tokens; "
+        f"held-out loss {'n/a' if held is None else f'{held:.4f}'}; run in {run_dir}"
+        + (f"; exported to {args.export}" if args.export else "")
+    )
+
+
+def run_train_adapter(args: argparse.Namespace) -> None:
+    from core_model import load_model, load_tokenizer
+    from core_model.train.adapters import AdapterTrainingConfig, train_adapter
+    from core_model.train.examples import read_examples
+
+    config = _options(args, AdapterTrainingConfig)
+    train, dev = read_examples(args.train, args.task), read_examples(args.dev, args.task)
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    result = train_adapter(
+        load_model(args.model),
+        load_tokenizer(args.model),
+        task=args.task,
+        train=train,
+        dev=dev,
+        out_dir=args.out,
+        labels=labels,
+        config=config,  # type: ignore[arg-type]
+        progress=not args.no_progress,
+    )
+    best = result.metrics.get("best", {})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
+    print(f"verticals: adapter written to {result.path}; best dev: {shown or 'n/a'}")
+
+
+def _print_compression(report: dict, export: Path) -> None:
+    before, after = report["before"], report["after"]
+    print(f"verticals: {report['method']}; exported to {export}")
+    for name, row in (("before", before), ("after", after)):
+        print(
+            f"  {name:<6} {row['parameters'] / 1e6:6.2f} M parameters, "
+            f"{row['bf16_megabytes']:6.1f} MiB in bf16, "
+            f"held-out loss {row['held_out_loss']:.4f}"
+        )
 
 
 def _adapter(value: str) -> tuple[str, str]:

@@ -12,16 +12,34 @@ and wires; the routes live in `core_model.serve` and in the apps.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
 
-from core_model import load_model, load_tokenizer
+from core_model import MoEConfig, load_model, load_tokenizer
+from core_model.config import PRESETS
 from core_model.engine import Engine, EngineConfig
 from core_model.engine.quantize import quantize_int8
 from core_model.serve import ServeSettings, build_context, mount, register_adapter
 
 log = logging.getLogger(__name__)
+
+
+CPU_FLOAT32_MAX_BYTES = 8 * 2**30
+
+
+def serving_dtype(source: str, device: str) -> torch.dtype | None:
+    """bfloat16 on CUDA. On CPU float32 while it fits in CPU_FLOAT32_MAX_BYTES (oneDNN's small
+    bfloat16 matmuls cost several times its float32 ones, and decode is all small matmuls);
+    past that, the checkpoint's own dtype (None)."""
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    if source in PRESETS:
+        config = MoEConfig.preset(source)
+    else:
+        config = MoEConfig.from_json_file(Path(source) / "config.json")
+    return torch.float32 if config.num_parameters() * 4 <= CPU_FLOAT32_MAX_BYTES else None
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -30,9 +48,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     A bad adapter raises an AdapterError (a ValueError) naming it: nothing is served half-loaded.
     """
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") else None  # CPU: as stored (float32 presets)
     tokenizer = load_tokenizer(settings.model)
-    model = load_model(settings.model, device=device, dtype=dtype)
+    model = load_model(settings.model, device=device, dtype=serving_dtype(settings.model, device))
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
             f"the tokenizer of {settings.model} has {tokenizer.vocab_size} ids but the model embeds "

@@ -177,7 +177,7 @@ class MultiHeadLatentAttention(nn.Module):
         k_nope, v_BSHV = kv.split([c.qk_nope_head_dim, c.v_head_dim], dim=-1)
         k_BSHE = torch.cat((k_nope, k_rope_BTR.unsqueeze(2).expand(-1, -1, self.num_heads, -1)), dim=-1)
         q_BTHE = torch.cat((q_nope, q_rope), dim=-1)
-        out_BHTV = F.scaled_dot_product_attention(
+        out_BHTV = sdpa(
             q_BTHE.transpose(1, 2),
             k_BSHE.transpose(1, 2),
             v_BSHV.transpose(1, 2),
@@ -186,6 +186,30 @@ class MultiHeadLatentAttention(nn.Module):
             scale=c.softmax_scale,
         )
         return self.o_proj(out_BHTV.transpose(1, 2).reshape(B, T, self.num_heads * c.v_head_dim))
+
+
+def sdpa(
+    q_BHTE: torch.Tensor,
+    k_BHSE: torch.Tensor,
+    v_BHSV: torch.Tensor,
+    *,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+    scale: float,
+) -> torch.Tensor:
+    """torch's scaled-dot-product attention, with values zero-padded to the query/key head size.
+
+    MLA's value heads are narrower than its query/key heads (v_head_dim < qk_head_dim); torch's
+    fused kernels need equal sizes and otherwise fall back to the unfused path (2.5x slower
+    forward and backward on CPU). The padded columns come out zero and are sliced off.
+    """
+    V, E = v_BHSV.shape[-1], q_BHTE.shape[-1]
+    if V < E:
+        v_BHSV = F.pad(v_BHSV, (0, E - V))
+    out = F.scaled_dot_product_attention(
+        q_BHTE, k_BHSE, v_BHSV, attn_mask=attn_mask, is_causal=is_causal, scale=scale
+    )
+    return out[..., :V]
 
 
 def attention_mask(

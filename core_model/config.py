@@ -317,13 +317,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "routed_scaling_factor": 2.5,
         "max_position_embeddings": 512,
     },
-    # The shipped default (about 18 M parameters, about 8 M active per token).
+    # The shipped default: 14.4 M parameters (8.5 M active per token), 27 MiB in bfloat16.
     "embedded": {
         "vocab_size": 8192,
         "hidden_size": 256,
         "intermediate_size": 768,
         "moe_intermediate_size": 128,
-        "num_hidden_layers": 8,
+        "num_hidden_layers": 6,
         "num_attention_heads": 8,
         "q_lora_rank": 128,
         "kv_lora_rank": 64,

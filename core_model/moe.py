@@ -154,7 +154,7 @@ class Experts(nn.Module):
             out_ND = torch.empty_like(y_ND)
             out_ND[order_N] = y_ND
             return out_ND.view(T, K, -1).sum(dim=1)
-        return x_TD.new_zeros(x_TD.shape).index_add_(0, token_N, y_ND)
+        return y_ND.new_zeros(x_TD.shape).index_add_(0, token_N, y_ND)  # y's dtype: bf16 under autocast
 
 
 @dataclass

@@ -92,10 +92,17 @@ def read_adapter(name: str, path: str | Path, *, model: MoEForCausalLM) -> Adapt
 
 
 def save_adapter(
-    directory: str | Path, weights: dict[str, tuple[torch.Tensor, torch.Tensor]], *, rank: int, alpha: float
+    directory: str | Path,
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float = 0.0,
+    task_type: str | None = "CAUSAL_LM",
+    base_model: str | None = None,
 ) -> Path:
     """Writes module name -> (A [r, I], B [O, r]) as a PEFT LoRA directory that `read_adapter`
-    (and PEFT itself) reads."""
+    and PEFT's `PeftModel.from_pretrained` read (every LoraConfig field that matters is explicit)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -103,8 +110,21 @@ def save_adapter(
         tensors[f"base_model.model.{name}.lora_A.weight"] = a.detach().contiguous().cpu()
         tensors[f"base_model.model.{name}.lora_B.weight"] = b.detach().contiguous().cpu()
     save_file(tensors, str(directory / WEIGHTS_FILE))
-    targets = sorted({name.rsplit(".", 1)[-1] for name in weights})
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": targets, "bias": "none"}
+    config = {
+        "peft_type": "LORA",
+        "task_type": task_type,
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": sorted({name.rsplit(".", 1)[-1] for name in weights}),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+    }
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return directory
 

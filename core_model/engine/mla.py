@@ -17,9 +17,8 @@ N qk_nope_head_dim, V v_head_dim.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..attention import MultiHeadLatentAttention
+from ..attention import MultiHeadLatentAttention, sdpa
 
 
 def absorbed_weights(attn: MultiHeadLatentAttention) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +109,7 @@ def _fused(
         visible_TS = k_pos_S[None, :] <= q_pos_T[:, None]
         if c.sliding_window is not None:
             visible_TS &= k_pos_S[None, :] > q_pos_T[:, None] - c.sliding_window
-    out = F.scaled_dot_product_attention(
+    out = sdpa(
         q_HTE[None],
         k_HSE[None],
         v_HSV[None],

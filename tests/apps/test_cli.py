@@ -18,7 +18,7 @@ from core_model import load_model, save_model
 def test_info_describes_the_embedded_model(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "embedded" in out and "18.1 M total" in out and "16 routed (top 4" in out
+    assert "embedded" in out and "14.4 M total" in out and "16 routed (top 4" in out
 
 
 def test_info_reads_a_checkpoint_directory(tmp_path, capsys):
