@@ -215,6 +215,8 @@ def run_train_base(args: argparse.Namespace) -> None:
 
 
 def run_train_adapter(args: argparse.Namespace) -> None:
+    import torch
+
     from core_model import load_model, load_tokenizer
     from core_model.train.adapters import AdapterTrainingConfig, train_adapter
     from core_model.train.examples import read_examples
@@ -223,7 +225,7 @@ def run_train_adapter(args: argparse.Namespace) -> None:
     train, dev = read_examples(args.train, args.task), read_examples(args.dev, args.task)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     result = train_adapter(
-        load_model(args.model),
+        load_model(args.model, dtype=torch.float32),  # trained in float32 (CPU and GPU alike)
         load_tokenizer(args.model),
         task=args.task,
         train=train,

@@ -185,7 +185,10 @@ class SortedRows:
             padded_ECI[self.expert_N, self.slot_N] = x_ND
             return torch.bmm(padded_ECI, w_EOI.transpose(1, 2))[self.expert_N, self.slot_N]
         if torch.is_grad_enabled() and (x_ND.requires_grad or w_EOI.requires_grad):
-            pieces = [x.mm(w_EOI[e].t()) for e, x in enumerate(x_ND.split(self.counts)) if self.counts[e]]
+            # unbind, not w_EOI[e]: indexing's backward fills a zero gradient of the whole stack
+            # for every expert (E full-size fills); unbind's stacks the E slices once.
+            w_list = w_EOI.unbind(0)
+            pieces = [x.mm(w_list[e].t()) for e, x in enumerate(x_ND.split(self.counts)) if self.counts[e]]
             return torch.cat(pieces)
         out_NO = x_ND.new_empty(x_ND.shape[0], w_EOI.shape[1])
         start = 0

@@ -334,7 +334,7 @@ def build_task_model(
     """A fresh TaskModel: LoRA (B = 0) injected into `base` in place, and a new head."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    base = base if isinstance(base, MoEForCausalLM) else load_model(base)
+    base = base if isinstance(base, MoEForCausalLM) else load_model(base, dtype=torch.float32)
     inject_lora(base, targets=config.targets, rank=config.rank, alpha=config.alpha, dropout=config.dropout)
     head: Head | None = None
     if task != "lm":
@@ -492,7 +492,7 @@ def load_task_model(
 ) -> TaskModel:
     """Rebuild LoRA (and head) from a directory `train_adapter` wrote, on `base` (modified in place)."""
     directory = Path(adapter_dir)
-    base = base if isinstance(base, MoEForCausalLM) else load_model(base)
+    base = base if isinstance(base, MoEForCausalLM) else load_model(base, dtype=torch.float32)
     if lora_layers(base):
         raise ValueError("this base already holds LoRA layers; load a fresh base model for each adapter")
     adapter = read_adapter(directory.name, directory, model=base)  # checks names, shapes, refused targets
