@@ -67,7 +67,7 @@ def load_model(
             model.lm_head.weight = model.model.embed_tokens.weight
         _materialise_buffers(model, device or "cpu")
     if dtype is not None:
-        _cast(model, dtype)
+        cast_weights(model, dtype)
     return model.eval()
 
 
@@ -209,7 +209,8 @@ def _materialise_buffers(model: MoEForCausalLM, device: str | torch.device) -> N
     model.reset_buffers()
 
 
-def _cast(model: MoEForCausalLM, dtype: torch.dtype) -> None:
+def cast_weights(model: MoEForCausalLM, dtype: torch.dtype) -> None:
+    """Every weight to `dtype` except the routers, which stay float32 (as DeepSeek ships them)."""
     for name, param in model.named_parameters():
         if not name.endswith(_FP32_TENSORS):
             param.data = param.data.to(dtype)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import save_model
+from ..checkpoint import cast_weights, save_model
 from ..config import MoEConfig
 from ..model import MoEForCausalLM
 from ..tokenizer import Tokenizer, load_tokenizer
@@ -155,12 +155,11 @@ def export(
     model: MoEForCausalLM, tokenizer: Tokenizer, summary: dict[str, Any], directory: str | Path
 ) -> Path:
     """The shippable checkpoint: bfloat16 weights (routers float32), tokenizer, summary, card."""
-    from ..checkpoint import _cast
     from .model_card import write_model_card
 
     directory = Path(directory)
     model = model.cpu().eval()
-    _cast(model, torch.bfloat16)
+    cast_weights(model, torch.bfloat16)
     save_model(model, directory)
     tokenizer.save(directory)
     (directory / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
