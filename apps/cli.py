@@ -141,6 +141,9 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
     distil.add_argument("--layers", type=int, required=True, help="student layers (else the teacher's shape)")
     distil.add_argument("--export", type=Path, required=True, help="write the student checkpoint here")
     distil.add_argument("--run-dir", type=Path, default=Path("runs/distill"))
+    distil.add_argument(
+        "--alpha", type=float, default=0.5, help="weight of the teacher's KL (0: train without teacher)"
+    )
     distil.add_argument("--no-progress", action="store_true")
     _add_options(distil, PretrainConfig())
 
@@ -181,6 +184,7 @@ def run_train(args: argparse.Namespace) -> None:
             config=_options(args, PretrainConfig),  # type: ignore[arg-type]
             run_dir=args.run_dir,
             export_dir=args.export,
+            alpha=args.alpha,
             progress=not args.no_progress,
         )
         _print_compression(report, args.export)

@@ -106,6 +106,8 @@ def distillation_loss(teacher: nn.Module, *, temperature: float = 2.0, alpha: fl
 
     def loss_fn(student: nn.Module, batch_BT1: torch.Tensor) -> torch.Tensor:
         inputs, targets = batch_BT1[:, :-1], batch_BT1[:, 1:]
+        if alpha == 0:  # the no-teacher baseline: plain next-token loss
+            return F.cross_entropy(student(inputs).float().flatten(0, 1), targets.flatten())
         with torch.no_grad():
             teacher_logits = teacher(inputs).float()
         logits = student(inputs).float()
@@ -172,10 +174,12 @@ def distil_report(
     config: PretrainConfig,
     run_dir: str | Path,
     export_dir: str | Path,
+    alpha: float = 0.5,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Distil a checkpoint into a fresh student with `layers` layers (else the same shape) on the
-    suite corpus; export it and report size and held-out loss of teacher and student."""
+    suite corpus; export it and report size and held-out loss of teacher and student.
+    `alpha=0` trains the same student without the teacher: the baseline distillation must beat."""
     teacher, tokenizer = load_model(source, dtype=torch.float32), load_tokenizer(source)
     if not 0 < layers < teacher.config.num_hidden_layers:
         raise ValueError(
@@ -184,10 +188,11 @@ def distil_report(
     train, held_out = suite_sequences(tokenizer, seq_len=config.seq_len)
     student = MoEForCausalLM(teacher.config.replace(num_hidden_layers=layers))
     student.init_weights(torch.Generator().manual_seed(config.seed))
-    distil(teacher, student, train, held_out, config, run_dir=run_dir, progress=progress)
+    distil(teacher, student, train, held_out, config, run_dir=run_dir, alpha=alpha, progress=progress)
     report = {
         "source": str(source),
-        "method": f"distillation into a {layers}-layer student, {config.steps} steps (KL at T=2 + CE)",
+        "method": f"distillation into a {layers}-layer student, {config.steps} steps "
+        f"({alpha} x KL at T=2 + {1 - alpha} x CE)",
         "before": _size_and_loss(teacher, held_out),
         "after": _size_and_loss(student, held_out),
     }

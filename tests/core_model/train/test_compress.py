@@ -8,7 +8,7 @@ from core_model import MoEConfig, MoEForCausalLM, load_model, save_model
 from core_model.moe import moe_layers
 from core_model.train.compress import distil, measure_expert_load, prune_experts
 from core_model.train.data import PackedSequences
-from core_model.train.pretrain import PretrainConfig, held_out_loss
+from core_model.train.pretrain import PretrainConfig, held_out_loss, pretrain
 
 
 def tiny(seed=0, **changes) -> MoEForCausalLM:
@@ -88,3 +88,14 @@ def _kl(teacher, student, data) -> float:
         p = torch.log_softmax(teacher(batch), -1)
         q = torch.log_softmax(student(batch), -1)
     return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+def test_distillation_without_the_teacher_is_plain_pretraining(data, tmp_path):
+    config = PretrainConfig(steps=4, seq_len=16, batch_size=8, micro_batch_size=8, warmup_steps=1,
+                            log_every=1, eval_every=4, checkpoint_every=4)  # fmt: skip
+    student = tiny(seed=2, num_hidden_layers=2)
+    alone = pretrain(student, data, None, config, run_dir=tmp_path / "a", progress=False)
+    taught = distil(tiny(seed=1), tiny(seed=2, num_hidden_layers=2), data, None, config,
+                    run_dir=tmp_path / "b", alpha=0.0, progress=False)  # fmt: skip
+    losses = [[r["loss"] for r in result.history if r["type"] == "train"] for result in (alone, taught)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
