@@ -6,6 +6,7 @@ Not a benchmark itself; each script under benchmarks/ imports it.
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -41,3 +42,18 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def aligned_rows(rows: list[list[str]]) -> list[str]:
+    """Rows of cells right-aligned in columns, with a rule under the first row (the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
+def write_report(report: dict, out: Path) -> None:
+    """The benchmark's JSON, written where `--out` says."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")

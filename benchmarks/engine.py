@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -61,7 +60,7 @@ if str(ROOT) not in sys.path:  # run as a script from a clone without `pip insta
 from transformers import AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM  # noqa: E402
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS  # noqa: E402
 
-from benchmarks.common import comma_separated, environment  # noqa: E402
+from benchmarks.common import aligned_rows, comma_separated, environment, write_report  # noqa: E402
 from core_model import ConfigError, MoEConfig, MoEForCausalLM, load_model, save_model  # noqa: E402
 from core_model.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 from core_model.engine.cache import LatentCache  # noqa: E402
@@ -529,10 +528,7 @@ HEADER = [
 
 
 def format_table(cells: list[dict], kv: dict) -> str:
-    rows = [HEADER, *(format_row(c) for c in cells)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = aligned_rows([HEADER, *(format_row(c) for c in cells)])
     lines.append(
         "tok/s: C * N / seconds of the whole generate (aggregate); decode: tokens after the first / "
         "time after the first; hf TTFT: generate(max_new_tokens=1) of the whole batch; machine: "
@@ -579,9 +575,7 @@ def main(argv: list[str] | None = None) -> dict:
         "kv_cache": kv,
     }
     print(format_table(cells, kv))
-    settings.out.parent.mkdir(parents=True, exist_ok=True)
-    settings.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {settings.out}")
+    write_report(report, settings.out)
     return report
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a clone without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import environment  # noqa: E402
+from benchmarks.common import environment, write_report  # noqa: E402
 from core_model import MoEForCausalLM, load_model  # noqa: E402
 from core_model.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 from core_model.engine.lora import save_adapter  # noqa: E402
@@ -185,9 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["adapters"] = adapter_mix(args, batch)
     report["int8"] = int8_against_bfloat16(args, batch)
     print(format_table(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return report
 
 

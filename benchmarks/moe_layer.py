@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import gc
 import itertools
-import json
 import math
 import statistics
 import sys
@@ -46,7 +45,7 @@ from transformers import DeepseekV3Config  # noqa: E402
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS  # noqa: E402
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE  # noqa: E402
 
-from benchmarks.common import comma_separated, environment  # noqa: E402
+from benchmarks.common import aligned_rows, comma_separated, environment, write_report  # noqa: E402
 from core_model.config import ConfigError, MoEConfig  # noqa: E402
 from core_model.moe import MoE  # noqa: E402
 
@@ -299,9 +298,7 @@ def format_table(cells: list[dict]) -> str:
         speedups = [f"{c['speedup']:.2f}x", f"{c['speedup_vs_looped']:.2f}x"]
         rows.append([c["preset"], c["device"], c["dtype"], str(c["tokens"]), *times, *speedups])
         rows[-1] += [f"{c['max_abs_diff']:.2g}", goal]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = aligned_rows(rows)
     skipped = {n: r["reason"] for c in cells for n, r in c["results"].items() if r["status"] == "skipped"}
     lines += [f"skipped {name}: {reason}" for name, reason in skipped.items()]
     lines.append("speedup: fastest transformers median / our grouped median; vs looped: looped / grouped")
@@ -330,9 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cells": cells,
     }
     print(format_table(cells))
-    settings.out.parent.mkdir(parents=True, exist_ok=True)
-    settings.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {settings.out}")
+    write_report(report, settings.out)
     return report
 
 

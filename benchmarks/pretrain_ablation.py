@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a clone without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import environment  # noqa: E402
+from benchmarks.common import aligned_rows, environment, write_report  # noqa: E402
 from core_model import train_tokenizer  # noqa: E402
 from core_model.train.base import train_base  # noqa: E402
 from core_model.train.corpus import read_source, stdlib_files  # noqa: E402
@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         "moe_beats_dense": runs["moe + bias updates"]["held_out_loss"] < runs["dense"]["held_out_loss"],
     }
     print(format_table(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     if args.card:
         (args.card / ABLATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
         write_model_card(args.card)
@@ -126,9 +124,7 @@ def format_table(report: dict) -> str:
         )
     unigram = next(iter(report["runs"].values()))["unigram_held_out_loss"]
     rows.append(["unigram baseline", "", f"{unigram:.3f}", "", ""])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in [header, *rows]]
-    return "\n".join([f"{report['preset']}, {report['steps']} steps", lines[0], *lines[1:]])
+    return "\n".join([f"{report['preset']}, {report['steps']} steps", *aligned_rows([header, *rows])])
 
 
 if __name__ == "__main__":

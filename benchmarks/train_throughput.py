@@ -16,7 +16,6 @@ It prints a table and writes JSON to benchmarks/results/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ if str(ROOT) not in sys.path:  # run as a script from a clone without `pip insta
 
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from benchmarks.common import comma_separated, environment  # noqa: E402
+from benchmarks.common import aligned_rows, comma_separated, environment, write_report  # noqa: E402
 from core_model import MoEConfig, MoEForCausalLM, save_model  # noqa: E402
 from core_model.train.optim import adamw  # noqa: E402
 
@@ -161,9 +160,7 @@ def format_table(cells: list[dict]) -> str:
         ]
         for c in cells
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in [header, *rows]]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+    return "\n".join(aligned_rows([header, *rows]))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -181,9 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cells": cells,
     }
     print(format_table(cells))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return report
 
 

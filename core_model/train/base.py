@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import platform
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def train_base(
         "dense": dense,
         "parameters": model_config.num_parameters(),
         "active_parameters": model_config.num_parameters(active=True),
-        "config": {k: v for k, v in vars(config).items()},
+        "config": asdict(config),
         "processes": context.world_size,
         "python": platform.python_version(),
         "device": str(context.device),
