@@ -22,7 +22,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 run: setup
-	$(BIN)/verticals serve
+	$(BIN)/verticals run
 
 lint: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

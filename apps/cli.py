@@ -6,6 +6,9 @@
     verticals serve                      # the OpenAI-compatible API on http://127.0.0.1:8000/v1
     verticals serve --model CHECKPOINT --host 0.0.0.0 --api-key KEY   # (or VERTICALS_API_KEY=KEY)
     verticals serve --adapter sql=/adapters/sql    # a PEFT LoRA directory, used as model "embedded:sql"
+    verticals serve --cs-database postgresql://...  # the customer-service router's database (/cs)
+    verticals run                        # `make run`: the API and the agent console on :8501
+    verticals cs train intents --out DIR  # customer-service adapters, knowledge base, console
     verticals train base --preset embedded --steps 2500 --export core_model/assets/embedded
     torchrun --nproc-per-node 2 -m apps.cli train base ...        # the same, over 2 processes
     verticals train adapter --task sequence-classification --train t.jsonl --dev d.jsonl --out adapters/x
@@ -23,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+from apps.customer_service import commands as cs_commands
+from apps.customer_service.settings import CustomerServiceSettings
 from core_model import ConfigError, MoEConfig
 from core_model.checkpoint import ASSETS
 from core_model.config import PRESETS
@@ -58,7 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=DIR",
         help="load a PEFT LoRA directory, used as model MODEL:NAME (repeatable)",
     )
+    serve.add_argument(
+        "--cs-database",
+        default=os.environ.get("VERTICALS_DATABASE_URL", CustomerServiceSettings.database_url),
+        help="customer service: its database URL (default: $VERTICALS_DATABASE_URL, else a SQLite file)",
+    )
+    serve.add_argument(
+        "--cs-knowledge-base", nargs="+", default=[], metavar="FILE",
+        help="customer service: Markdown or CSV knowledge base (default: the imported index, else the demo)",
+    )  # fmt: skip
+    serve.add_argument("--cs-index-dir", default=CustomerServiceSettings.index_dir)
+    serve.add_argument("--no-customer-service", action="store_true", help="serve the model API only")
+    run = commands.add_parser("run", help="the suite's API and the customer-service console (`make run`)")
+    run.add_argument("--port", type=int, default=8000, help="API port")
+    run.add_argument("--console-port", type=int, default=8501, help="Streamlit console port")
     _add_train_commands(commands)
+    cs_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -67,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             run_server(args)
         elif args.command == "train":
             run_train(args)
+        elif args.command == "run":
+            run_suite(args)
+        elif args.command == "cs":
+            cs_commands.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"verticals: error: {error}", file=sys.stderr)
         return 2
@@ -92,12 +116,31 @@ def run_server(args: argparse.Namespace) -> None:
         adapters=tuple(args.adapter),
         quantize=args.quantize,
     )
-    app = create_app(settings)
+    customer_service = None
+    if not args.no_customer_service:
+        customer_service = CustomerServiceSettings(
+            database_url=args.cs_database,
+            knowledge_base=tuple(args.cs_knowledge_base),
+            index_dir=args.cs_index_dir,
+        )
+    app = create_app(settings, customer_service=customer_service)
     auth = "Bearer key required" if settings.api_key else "no API key"
     print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
     sys.stdout.flush()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def run_suite(args: argparse.Namespace) -> None:
+    """`make run`: the customer-service console in a subprocess, the API in this one."""
+    api = f"http://127.0.0.1:{args.port}"
+    console = cs_commands.console_process(api=api, port=args.console_port)
+    print(f"verticals: agent console at http://127.0.0.1:{args.console_port} (API {api})")
+    try:
+        main(["serve", "--port", str(args.port)])
+    finally:
+        console.terminate()
+        console.wait(timeout=10)
 
 
 def _add_train_commands(commands: argparse._SubParsersAction) -> None:

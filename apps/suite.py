@@ -1,5 +1,5 @@
-"""The suite's one FastAPI app: the model loaded once, the OpenAI-compatible API, (later) every
-vertical's router.
+"""The suite's one FastAPI app: the model loaded once, the OpenAI-compatible API, and every
+vertical's router (customer service under /cs).
 
     verticals serve                                   # this app under uvicorn on 127.0.0.1:8000
     verticals serve --model CHECKPOINT --port 8001    # a Hugging Face directory with tokenizer files
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI
 
+from apps.customer_service.settings import CustomerServiceSettings
 from core_model import MoEConfig, load_model, load_tokenizer
 from core_model.config import PRESETS
 from core_model.engine import Engine, EngineConfig
@@ -42,8 +43,11 @@ def serving_dtype(source: str, device: str) -> torch.dtype | None:
     return torch.float32 if config.num_parameters() * 4 <= CPU_FLOAT32_MAX_BYTES else None
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
-    """Loads the model, tokenizer, engine and adapters that `settings` name, and mounts every router.
+def create_app(
+    settings: ServeSettings, *, customer_service: CustomerServiceSettings | None = None
+) -> FastAPI:
+    """Loads the model, tokenizer, engine and adapters that `settings` name, and mounts every router:
+    the customer-service one when its settings are given (it shares the engine for its drafts).
 
     A bad adapter raises an AdapterError (a ValueError) naming it: nothing is served half-loaded.
     """
@@ -67,4 +71,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         log.info("loaded adapter %r from %s", name, path)
     app = FastAPI(title="verticals", summary="Vertical AI applications on one MoE model")
     mount(app, build_context(engine, tokenizer, settings))
+    if customer_service is not None:
+        from apps.customer_service import api as cs_api
+        from apps.customer_service.service import CustomerService
+
+        cs_api.mount(app, CustomerService.start(customer_service, engine=engine, base=settings.model))
     return app

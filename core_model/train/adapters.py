@@ -148,14 +148,20 @@ class TaskModel(nn.Module):
     @torch.no_grad()
     def classify(self, texts: list[str], *, batch_size: int = 32) -> list[tuple[str, float]]:
         """(label, probability) of the most likely label for each text."""
+        probs_NL = self.probabilities(texts, batch_size=batch_size)
+        return [(self.labels[int(i)], float(p)) for p, i in zip(*probs_NL.max(-1), strict=True)]
+
+    @torch.no_grad()
+    def probabilities(self, texts: list[str], *, batch_size: int = 32) -> torch.Tensor:
+        """Probabilities over `labels` for each text: float32 [N, L] on the CPU."""
         tokenizer = self._needs("sequence-classification")
         bos = tokenizer.bos_id is not None
         encoded = [Encoded(tokenizer.encode(t, add_bos=bos)[: self.max_length], 0) for t in texts]
-        out = []
-        for _, _, logits_BL in self.predict_batches(encoded, batch_size=batch_size):
-            probs_BL = logits_BL.float().softmax(-1)
-            out += [(self.labels[int(i)], float(p)) for p, i in zip(*probs_BL.max(-1), strict=True)]
-        return out
+        rows = [
+            logits_BL.float().softmax(-1).cpu()
+            for _, _, logits_BL in self.predict_batches(encoded, batch_size=batch_size)
+        ]
+        return torch.cat(rows) if rows else torch.zeros(0, len(self.labels))
 
     @torch.no_grad()
     def tag(self, words_list: list[list[str]], *, batch_size: int = 32) -> list[list[str]]:

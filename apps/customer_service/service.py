@@ -1,0 +1,442 @@
+"""The customer-service logic behind the routes: parse a message, retrieve the passages that
+answer it, offer replies, stream a drafted reply from the model, record what the agent does.
+
+    service = CustomerService.start(settings, engine=engine, base="embedded")
+    posted = service.post_message(conversation_id, MessageIn(role="customer", text="..."))
+    async for event, data in service.draft(conversation_id): ...
+
+It returns the `*Out` schemas and raises `NotFound` / `Invalid`; it builds no HTTP responses
+(`api.py` does) and writes no SQL of its own (`store.py` does). The dialogue state is not held
+in memory: it is replayed from the stored predictions, so any worker can take any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core_model.engine import Engine, SamplingParams
+from core_model.serve.adapters import register_adapter
+
+from . import store
+from .batching import MicroBatcher
+from .database import make_engine, session_factory, upgrade
+from .dialogue import DialogueState, draft_messages, handoff_summary, replay
+from .intents import IntentClassifier, IntentResult, base_of
+from .retrieval import KnowledgeBase, MiniLMEmbeddings, load_or_build
+from .schemas import (
+    AnalyticsOut,
+    ConversationCreatedOut,
+    ConversationIn,
+    ConversationOut,
+    ConversationSummaryOut,
+    CountOut,
+    EntityOut,
+    FeedbackIn,
+    HandoffOut,
+    IntentOut,
+    LatencyPointOut,
+    MessageIn,
+    MessageOut,
+    ParseOut,
+    PassageOut,
+    PostedMessageOut,
+    SearchOut,
+    StateOut,
+    SuggestionOut,
+)
+from .settings import CustomerServiceSettings
+from .slots import Entity, SlotExtractor
+
+log = logging.getLogger(__name__)
+REPLY_ADAPTER = "customer-service"
+
+
+class ServiceError(Exception):
+    """A request the service refuses; the message says why."""
+
+
+class NotFound(ServiceError):
+    pass
+
+
+class Invalid(ServiceError):
+    pass
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
+
+
+@dataclass
+class CustomerService:
+    settings: CustomerServiceSettings
+    sessions: sessionmaker[Session]
+    intents: IntentClassifier
+    slots: SlotExtractor
+    knowledge_base: KnowledgeBase
+    engine: Engine | None  # None: no drafts (the parse, retrieval and storage still work)
+    reply_adapter: str | None  # the engine's adapter name for drafts; None: the base model
+
+    @classmethod
+    def start(
+        cls, settings: CustomerServiceSettings, *, engine: Engine | None, base: str = "embedded"
+    ) -> CustomerService:
+        """Migrates the database, loads the classifiers and the knowledge base, and registers the
+        reply adapter on `engine` when it was trained on `base` (the model the engine serves)."""
+        database = make_engine(settings.database_url)
+        upgrade(database)
+        intents = IntentClassifier.load(settings.intent_adapter, threshold=settings.out_of_scope_threshold)
+        slots = SlotExtractor.load(settings.slot_adapter)
+        knowledge_base = load_or_build(settings.index_dir, list(settings.knowledge_base), MiniLMEmbeddings())
+        reply_adapter = None
+        if engine is not None:
+            if base_of(Path(settings.reply_adapter)) == base:
+                register_adapter(engine, REPLY_ADAPTER, settings.reply_adapter)
+                reply_adapter = REPLY_ADAPTER
+            else:
+                log.warning(
+                    "reply adapter %s was not trained on %s: drafts use the base model",
+                    settings.reply_adapter,
+                    base,
+                )
+        log.info("customer service: %d intents, %d passages", len(intents.labels), len(knowledge_base))
+        return cls(settings, session_factory(database), intents, slots, knowledge_base, engine, reply_adapter)
+
+    @contextmanager
+    def _session(self):
+        with self.sessions() as session, session.begin():
+            yield session
+
+    # ------------------------------------------------------------------------- understanding
+
+    def __post_init__(self) -> None:
+        # Concurrent requests share forward passes: one batch of messages through both models.
+        self._understand = MicroBatcher(self._understand_batch, name="customer-service-parse")
+
+    def _understand_batch(self, texts: list[str]) -> list[tuple[IntentResult, list[Entity]]]:
+        return list(zip(self.intents.parse(texts), self.slots.extract(texts), strict=True))
+
+    def parse(self, text: str) -> ParseOut:
+        started = time.perf_counter()
+        intent, entities = self._understand(text)
+        return ParseOut(
+            text=text,
+            intent=IntentOut(name=intent.name, confidence=intent.confidence),
+            intent_ranking=[IntentOut(name=n, confidence=c) for n, c in intent.ranking],
+            entities=[EntityOut(**e.to_dict()) for e in entities],
+            out_of_scope=intent.out_of_scope,
+            latency_ms=_ms(started),
+        )
+
+    def search(self, query: str, *, k: int) -> SearchOut:
+        if not query.strip():
+            raise Invalid("q is empty; send the words to search for")
+        started = time.perf_counter()
+        found = self.knowledge_base.search(query, k=k)
+        return SearchOut(query=query, passages=[_passage_out(p) for p in found], latency_ms=_ms(started))
+
+    # ------------------------------------------------------------------------- conversations
+
+    def create_conversation(self, body: ConversationIn) -> ConversationCreatedOut:
+        with self._session() as session:
+            conversation = store.create_conversation(
+                session,
+                customer_ref=body.customer_ref,
+                customer_name=body.customer_name,
+                channel=body.channel,
+            )
+            return ConversationCreatedOut(id=conversation.id)
+
+    def list_conversations(self, *, limit: int) -> list[ConversationSummaryOut]:
+        with self._session() as session:
+            return [
+                ConversationSummaryOut(
+                    id=c.id,
+                    status=c.status,
+                    customer_ref=c.customer_ref,
+                    created_at=c.created_at,
+                    messages=c.message_count,
+                    last_message=c.last_message,
+                )
+                for c in store.list_conversations(session, limit=limit)
+            ]
+
+    def post_message(self, conversation_id: int, body: MessageIn) -> PostedMessageOut:
+        started = time.perf_counter()
+        with self._session() as session:
+            conversation = self._conversation(session, conversation_id)
+            state = self._state(session, conversation_id)
+            message = store.add_message(
+                session, conversation_id=conversation.id, role=body.role, text=body.text
+            )
+            parse, passages, suggestions = None, [], []
+            if body.role == "customer":
+                parse = self.parse(body.text)
+                state = state.advance(
+                    intent=parse.intent.name,
+                    confident=not parse.out_of_scope,
+                    entities=[e.model_dump() for e in parse.entities],
+                )
+                retrieval_started = time.perf_counter()
+                passages = self.knowledge_base.search(
+                    self._query(session, conversation_id, body.text, state), k=self.settings.passages
+                )
+                retrieval_ms = _ms(retrieval_started)
+                store.add_prediction(
+                    session,
+                    message_id=message.id,
+                    intent=parse.intent.name,
+                    confidence=parse.intent.confidence,
+                    out_of_scope=parse.out_of_scope,
+                    intent_ranking=[i.model_dump() for i in parse.intent_ranking],
+                    entities=[e.model_dump() for e in parse.entities],
+                    carried_intent=state.carried_intent,
+                    parse_ms=parse.latency_ms,
+                    retrieval_ms=retrieval_ms,
+                    passages=[{"source_id": p.passage.source_id, "score": p.score} for p in passages],
+                    model_version=self.intents.version,
+                )
+                for found in passages[: self.settings.passage_suggestions]:
+                    suggestion = store.add_suggestion(
+                        session,
+                        conversation_id=conversation.id,
+                        message_id=message.id,
+                        kind="passage",
+                        text=found.passage.text,
+                        sources=[found.passage.source_id],
+                    )
+                    suggestions.append(_suggestion_out(suggestion))
+            latency_ms = _ms(started)
+            message.latency_ms = latency_ms
+            return PostedMessageOut(
+                message=_message_out(message, parse),
+                parse=parse,
+                passages=[_passage_out(p) for p in passages],
+                suggestions=suggestions,
+                state=_state_out(state),
+                latency_ms=latency_ms,
+            )
+
+    def _query(self, session: Session, conversation_id: int, text: str, state: DialogueState) -> str:
+        """The retrieval query: the message, preceded by the customer's previous message when this
+        one carries no intent of its own ("yes, the one ending 4321" says little by itself)."""
+        if not state.carried_intent:
+            return text
+        earlier = [
+            m.text for m, _ in store.conversation_history(session, conversation_id) if m.role == "customer"
+        ]
+        return " ".join([*earlier[-2:-1], text])
+
+    def get_conversation(self, conversation_id: int) -> ConversationOut:
+        with self._session() as session:
+            conversation = self._conversation(session, conversation_id)
+            history = store.conversation_history(session, conversation_id)
+            return ConversationOut(
+                id=conversation.id,
+                status=conversation.status,
+                customer_ref=conversation.customer.external_ref if conversation.customer else None,
+                customer_name=conversation.customer.name if conversation.customer else None,
+                created_at=conversation.created_at,
+                messages=[_message_out(m, _stored_parse(m, p)) for m, p in history],
+                suggestions=[_suggestion_out(s) for s in conversation.suggestions],
+                state=_state_out(_replay(history)),
+                handoff_summary=conversation.handoff_summary,
+                csat=conversation.csat,
+            )
+
+    def feedback(self, suggestion_id: int, body: FeedbackIn) -> SuggestionOut:
+        if body.action == "edited" and not (body.final_text or "").strip():
+            raise Invalid("an edited suggestion needs final_text: the words the agent sent")
+        with self._session() as session:
+            try:
+                store.record_action(
+                    session, suggestion_id=suggestion_id, action=body.action, final_text=body.final_text
+                )
+            except store.NotFound as error:
+                raise NotFound(str(error)) from None
+            return _suggestion_out(store.get_suggestion(session, suggestion_id))
+
+    def handoff(self, conversation_id: int) -> HandoffOut:
+        with self._session() as session:
+            conversation = self._conversation(session, conversation_id)
+            history = store.conversation_history(session, conversation_id)
+            counts: dict[str, int] = {}
+            for suggestion in conversation.suggestions:
+                counts[suggestion.status] = counts.get(suggestion.status, 0) + 1
+            summary = handoff_summary(
+                conversation_id=conversation_id,
+                turns=[m for m, _ in history],
+                state=_replay(history),
+                intents=[(p.intent, p.confidence, p.out_of_scope) for _, p in history if p is not None],
+                sources_shown=[s["source_id"] for _, p in history if p is not None for s in p.passages],
+                suggestion_counts=counts,
+            )
+            store.set_handoff(session, conversation_id=conversation_id, summary=summary)
+            return HandoffOut(conversation_id=conversation_id, summary=summary)
+
+    def record_csat(self, conversation_id: int, score: int) -> ConversationOut:
+        with self._session() as session:
+            self._conversation(session, conversation_id)
+            store.set_csat(session, conversation_id=conversation_id, score=score)
+        return self.get_conversation(conversation_id)
+
+    def analytics(self) -> AnalyticsOut:
+        with self._session() as session:
+            return AnalyticsOut(
+                intent_mix=[CountOut(name=n, count=c) for n, c in store.intent_mix(session)],
+                suggestions=store.acceptance_rate(session),
+                message_latency=[
+                    LatencyPointOut(**p) for p in store.latency_percentiles(session, kind="message")
+                ],
+                draft_first_token=[
+                    LatencyPointOut(**p) for p in store.latency_percentiles(session, kind="draft")
+                ],
+            )
+
+    # ------------------------------------------------------------------------- drafts
+
+    def prepare_draft(self, conversation_id: int) -> tuple[int, list[dict[str, str]], list[str]]:
+        """Stores an empty draft suggestion for the last customer message and returns its id,
+        the chat messages to generate from and the source ids they cite. NotFound / Invalid
+        before anything streams."""
+        if self.engine is None:
+            raise Invalid("drafts are off: this server runs without a generation engine")
+        with self._session() as session:
+            self._conversation(session, conversation_id)
+            history = store.conversation_history(session, conversation_id)
+            last = next(((m, p) for m, p in reversed(history) if m.role == "customer"), None)
+            if last is None:
+                raise Invalid("nothing to reply to: the conversation has no customer message yet")
+            message, prediction = last
+            source_ids = [s["source_id"] for s in (prediction.passages if prediction else [])]
+            passages = [p for p in (self.knowledge_base.get(s) for s in source_ids) if p is not None]
+            turns = [m for m, _ in history][-self.settings.context_turns :]
+            messages = draft_messages(
+                turns,
+                passages,
+                _replay(history),
+                bank=self.settings.bank_name,
+                context_turns=self.settings.context_turns,
+            )
+            suggestion = store.add_suggestion(
+                session,
+                conversation_id=conversation_id,
+                message_id=message.id,
+                kind="draft",
+                text="",
+                sources=source_ids,
+            )
+            return suggestion.id, messages, source_ids
+
+    async def draft(self, conversation_id: int) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """("start", {suggestion_id, sources}), ("delta", {text}) per piece, ("done", SuggestionOut)."""
+        suggestion_id, messages, sources = await asyncio.to_thread(self.prepare_draft, conversation_id)
+        assert self.engine is not None
+        yield "start", {"suggestion_id": suggestion_id, "sources": sources}
+        prompt = self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        params = SamplingParams(
+            max_tokens=self.settings.draft_max_tokens,
+            temperature=self.settings.draft_temperature,
+            top_p=0.9,
+            repetition_penalty=1.1,
+        )
+        started, first_token_ms, text = time.perf_counter(), None, ""
+        async for output in self.engine.stream(prompt, params, adapter=self.reply_adapter):
+            if output.delta_text:
+                first_token_ms = first_token_ms or _ms(started)
+                text += output.delta_text
+                yield "delta", {"text": output.delta_text}
+        total_ms = _ms(started)
+        done = await asyncio.to_thread(
+            self._finish_draft, suggestion_id, text.strip(), first_token_ms, total_ms
+        )
+        yield "done", done.model_dump(mode="json")
+
+    def _finish_draft(
+        self, suggestion_id: int, text: str, first_token_ms: float | None, total_ms: float
+    ) -> SuggestionOut:
+        with self._session() as session:
+            suggestion = store.update_suggestion(
+                session,
+                suggestion_id=suggestion_id,
+                text=text,
+                first_token_ms=first_token_ms,
+                total_ms=total_ms,
+            )
+            return _suggestion_out(suggestion)
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _conversation(self, session: Session, conversation_id: int):
+        conversation = store.get_conversation(session, conversation_id)
+        if conversation is None:
+            raise NotFound(f"conversation {conversation_id} does not exist")
+        return conversation
+
+    def _state(self, session: Session, conversation_id: int) -> DialogueState:
+        return _replay(store.conversation_history(session, conversation_id))
+
+
+def _replay(history) -> DialogueState:
+    return replay([(p.intent, not p.out_of_scope, p.entities) for m, p in history if p is not None])
+
+
+def _state_out(state: DialogueState) -> StateOut:
+    return StateOut(
+        active_intent=state.active_intent,
+        carried_intent=state.carried_intent,
+        slots=state.slots,
+        needs_human=state.needs_human,
+    )
+
+
+def _passage_out(found) -> PassageOut:
+    p = found.passage
+    return PassageOut(source_id=p.source_id, title=p.title, text=p.text, score=round(float(found.score), 4))
+
+
+def _suggestion_out(suggestion) -> SuggestionOut:
+    return SuggestionOut(
+        id=suggestion.id,
+        kind=suggestion.kind,
+        text=suggestion.text,
+        sources=list(suggestion.sources or []),
+        status=suggestion.status,
+        first_token_ms=suggestion.first_token_ms,
+        total_ms=suggestion.total_ms,
+    )
+
+
+def _stored_parse(message, prediction) -> ParseOut | None:
+    if prediction is None:
+        return None
+    return ParseOut(
+        text=message.text,
+        intent=IntentOut(name=prediction.intent, confidence=prediction.confidence),
+        intent_ranking=[IntentOut(**i) for i in prediction.intent_ranking],
+        entities=[EntityOut(**e) for e in prediction.entities],
+        out_of_scope=prediction.out_of_scope,
+        latency_ms=prediction.parse_ms,
+    )
+
+
+def _message_out(message, parse: ParseOut | None) -> MessageOut:
+    created = message.created_at or datetime.now(UTC)
+    return MessageOut(
+        id=message.id,
+        role=message.role,
+        text=message.text,
+        created_at=created,
+        latency_ms=message.latency_ms,
+        parse=parse,
+    )

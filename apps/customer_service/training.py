@@ -1,0 +1,225 @@
+"""Training the customer-service adapters from the licensed datasets, through the suite's one
+adapter-training loop (`core_model.train.train_adapter`).
+
+    verticals cs train intents --out apps/customer_service/assets/intents    # BANKING77 (CC BY 4.0)
+    verticals cs train slots   --out apps/customer_service/assets/slots      # NLU++ banking (CC BY 4.0)
+    verticals cs train replies --out apps/customer_service/assets/replies    # SGD Banks (CC BY-SA 4.0)
+    verticals cs train intents --epochs 1 --limit 500 --out /tmp/intents     # a quick CPU check
+
+Each reads its dataset from `../shared/datasets` (or `$VERTICALS_DATASETS`), never from a copy in
+the project. The intent adapter keeps 10% of BANKING77 train aside (by a stable hash of the text):
+it picks the best epoch and calibrates the out-of-scope threshold. The reading functions also feed
+`benchmarks/customer_service.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core_model import load_model, load_tokenizer
+from core_model.datasets import dataset_dir
+from core_model.train.adapters import AdapterResult, AdapterTrainingConfig, train_adapter
+
+from .dialogue import DEFAULT_CONTEXT_TURNS, DialogueState, draft_messages
+from .intents import DEFAULT_TARGET_PRECISION, calibrate_threshold, write_calibration
+from .slots import nlupp_examples
+
+KEPT_ASIDE_PERCENT = 10
+SGD_NONE = "NONE"  # SGD's active intent before the customer names one
+REPLY_BANK = "the bank"  # the SGD dialogues name no bank
+
+
+@dataclass(frozen=True)
+class Run:
+    """One adapter to train: where, on what base, with which settings."""
+
+    out: Path
+    base: str = "embedded"
+    epochs: int = 4
+    limit: int | None = None  # first N training examples only (quick checks)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class _Turn:
+    role: str
+    text: str
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def banking77(split: str) -> list[dict[str, str]]:
+    """BANKING77 `train` or `test` as {"text", "label"} examples."""
+    path = dataset_dir("banking77") / f"{split}.csv"
+    with path.open(newline="", encoding="utf-8") as file:
+        return [{"text": row["text"], "label": row["category"]} for row in csv.DictReader(file)]
+
+
+def kept_aside(text: str) -> bool:
+    """True for the ~10% of texts held out of training (a stable hash, the same on every machine)."""
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 100 < KEPT_ASIDE_PERCENT
+
+
+def sgd_dialogues(split: str) -> list[list[dict[str, Any]]]:
+    """SGD Banks dialogues (`train`: Banks_1, `dev`: Banks_2) as lists of turns
+    {"role": "customer"|"agent", "text", "intent"}; `intent` is the Banks frame's active intent
+    on customer turns (SGD_NONE before one is named), None on agent turns."""
+    raw = json.loads((dataset_dir("sgd_banks") / f"{split}.json").read_text())
+    dialogues = []
+    for dialogue in raw:
+        turns = []
+        for turn in dialogue["turns"]:
+            frame = next((f for f in turn["frames"] if f["service"].startswith("Banks")), None)
+            if turn["speaker"] == "USER":
+                intent = (frame or {}).get("state", {}).get("active_intent") or SGD_NONE
+                turns.append(
+                    {"role": "customer", "text": turn["utterance"], "intent": intent, "bank": bool(frame)}
+                )
+            else:
+                turns.append(
+                    {"role": "agent", "text": turn["utterance"], "intent": None, "bank": bool(frame)}
+                )
+        dialogues.append(turns)
+    return dialogues
+
+
+def reply_examples(dialogues: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One chat example per agent turn of a bank frame: the last turns before it as context, the
+    agent's words as the assistant turn the loss is on."""
+
+    examples = []
+    for turns in dialogues:
+        for i, turn in enumerate(turns):
+            if turn["role"] != "agent" or not turn["bank"] or i == 0:
+                continue
+            history = [_Turn(t["role"], t["text"]) for t in turns[:i]]
+            intent = next(
+                (t["intent"] for t in reversed(turns[:i]) if t["intent"] not in (None, SGD_NONE)), None
+            )
+            state = DialogueState(active_intent=intent)
+            messages = draft_messages(
+                history, [], state, bank=REPLY_BANK, context_turns=DEFAULT_CONTEXT_TURNS
+            )
+            examples.append({"messages": [*messages, {"role": "assistant", "content": turn["text"]}]})
+    return examples
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _config(run: Run, **overrides: Any) -> AdapterTrainingConfig:
+    return AdapterTrainingConfig(**{"epochs": run.epochs, "patience": 0, **overrides})
+
+
+def _train(
+    run: Run,
+    *,
+    task: str,
+    train: list[dict[str, Any]],
+    dev: list[dict[str, Any]],
+    labels: list[str] | None = None,
+    **config: Any,
+) -> AdapterResult:
+    train = train[: run.limit] if run.limit else train
+    return train_adapter(
+        load_model(run.base),
+        load_tokenizer(run.base),
+        task=task,
+        train=train,
+        dev=dev,
+        out_dir=run.out,
+        labels=labels,
+        config=_config(run, **config),
+        progress=run.progress,
+    )
+
+
+def train_intents(run: Run, *, target_precision: float = DEFAULT_TARGET_PRECISION) -> AdapterResult:
+    """BANKING77 intents; the kept-aside part picks the epoch and calibrates the threshold."""
+    rows = banking77("train")
+    train = [r for r in rows if not kept_aside(r["text"])]
+    aside = [r for r in rows if kept_aside(r["text"])]
+    labels = sorted({r["label"] for r in rows})
+    result = _train(
+        run,
+        task="sequence-classification",
+        train=train,
+        dev=aside,
+        labels=labels,
+        rank=16,
+        alpha=32.0,
+        pooling="mean",
+        batch_size=32,
+        max_length=64,
+        lr=2e-3,
+    )
+    predictions = result.model.classify([r["text"] for r in aside])
+    calibration = calibrate_threshold(
+        [p for _, p in predictions],
+        [label == r["label"] for (label, _), r in zip(predictions, aside, strict=True)],
+        target_precision=target_precision,
+    )
+    write_calibration(
+        result.path,
+        {
+            **calibration,
+            "target_precision": target_precision,
+            "examples": len(aside),
+            "data": "banking77 train",
+        },
+    )
+    return result
+
+
+def train_slots(run: Run, *, train_folds: list[int] | None = None, dev_folds: list[int] | None = None):
+    """NLU++ banking slots as BIO tags; default: folds 0-17 train, 18-19 pick the epoch."""
+    train = nlupp_examples(train_folds if train_folds is not None else list(range(18)))
+    dev = nlupp_examples(dev_folds if dev_folds is not None else [18, 19])
+    labels = sorted({tag for example in train + dev for tag in example["tags"]})
+    strip = lambda examples: [{"tokens": e["tokens"], "tags": e["tags"]} for e in examples]
+    return _train(
+        run,
+        task="token-classification",
+        train=strip(train),
+        dev=strip(dev),
+        labels=labels,
+        rank=16,
+        alpha=32.0,
+        batch_size=16,
+        max_length=96,
+        lr=2e-3,
+    )
+
+
+def train_replies(run: Run) -> AdapterResult:
+    """The reply adapter: agent turns of SGD Banks_1 dialogues (train), Banks_2 (dev) for the epoch."""
+    train = reply_examples(sgd_dialogues("train"))
+    dev = reply_examples(sgd_dialogues("dev"))[:300]
+    return _train(
+        run, task="lm", train=train, dev=dev, rank=16, alpha=32.0, batch_size=16, max_length=384, lr=1e-3
+    )
+
+
+def train_sgd_intents(run: Run) -> AdapterResult:
+    """Per-turn active intent on SGD Banks_1 customer turns, each turn alone (the benchmark's
+    multi-turn figure compares it with and without the dialogue state)."""
+    turns = [t for d in sgd_dialogues("train") for t in d if t["role"] == "customer" and t["bank"]]
+    train = [{"text": t["text"], "label": t["intent"]} for t in turns if not kept_aside(t["text"])]
+    dev = [{"text": t["text"], "label": t["intent"]} for t in turns if kept_aside(t["text"])]
+    return _train(
+        run,
+        task="sequence-classification",
+        train=train,
+        dev=dev,
+        rank=8,
+        alpha=16.0,
+        pooling="mean",
+        batch_size=32,
+        max_length=48,
+    )
