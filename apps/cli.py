@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         help="customer service: Markdown or CSV knowledge base (default: the imported index, else the demo)",
     )  # fmt: skip
     serve.add_argument("--cs-index-dir", default=CustomerServiceSettings.index_dir)
+    for kind in ("intent", "slot", "reply"):
+        serve.add_argument(
+            f"--cs-{kind}-adapter",
+            default=getattr(CustomerServiceSettings, f"{kind}_adapter"),
+            help=f"customer service: the {kind} adapter directory (default: the shipped one)",
+        )
     serve.add_argument("--no-customer-service", action="store_true", help="serve the model API only")
     run = commands.add_parser("run", help="the suite's API and the customer-service console (`make run`)")
     run.add_argument("--port", type=int, default=8000, help="API port")
@@ -122,6 +128,9 @@ def run_server(args: argparse.Namespace) -> None:
             database_url=args.cs_database,
             knowledge_base=tuple(args.cs_knowledge_base),
             index_dir=args.cs_index_dir,
+            intent_adapter=args.cs_intent_adapter,
+            slot_adapter=args.cs_slot_adapter,
+            reply_adapter=args.cs_reply_adapter,
         )
     app = create_app(settings, customer_service=customer_service)
     auth = "Bearer key required" if settings.api_key else "no API key"

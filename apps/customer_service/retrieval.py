@@ -253,19 +253,24 @@ class KnowledgeBase:
 
     # ------------------------------------------------------------------------- search
 
-    def search(self, query: str, *, k: int = 4, mode: SearchMode = "hybrid") -> list[ScoredPassage]:
-        """The k best passages for `query`. `bm25` returns fewer when fewer passages share a word."""
+    def search(
+        self, query: str, *, k: int = 4, mode: SearchMode = "hybrid", query_vector: np.ndarray | None = None
+    ) -> list[ScoredPassage]:
+        """The k best passages for `query`. `bm25` returns fewer when fewer passages share a word.
+        `query_vector`: the query's embedding when the caller already has it (embedded in a batch
+        with other queries); by default it is computed here."""
         if not query.strip():
             raise ValueError("query is empty; pass the customer's words to search for")
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         if mode == "vector":
-            ranked = self._vector_ranking(query, depth=k)
+            ranked = self._vector_ranking(query, depth=k, query_vector=query_vector)
         elif mode == "bm25":
             ranked = self._bm25_ranking(query, depth=k)
         elif mode == "hybrid":
             depth = max(k, FUSION_DEPTH)
-            rankings = [self._vector_ranking(query, depth=depth), self._bm25_ranking(query, depth=depth)]
+            vector = self._vector_ranking(query, depth=depth, query_vector=query_vector)
+            rankings = [vector, self._bm25_ranking(query, depth=depth)]
             ranked = reciprocal_rank_fusion([[i for i, _ in ranking] for ranking in rankings])
         else:
             raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
@@ -274,8 +279,10 @@ class KnowledgeBase:
             for rank, (i, score) in enumerate(ranked[:k], start=1)
         ]
 
-    def _vector_ranking(self, query: str, *, depth: int) -> list[tuple[int, float]]:
-        query_1D = _unit_rows(self.embeddings.embed_query(query))
+    def _vector_ranking(
+        self, query: str, *, depth: int, query_vector: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        query_1D = _unit_rows(self.embeddings.embed_query(query) if query_vector is None else query_vector)
         if query_1D.shape[1] != self.index.d:
             raise KnowledgeBaseError(
                 f"{self.embedder} gives {query_1D.shape[1]}-dim vectors; the index holds {self.index.d}"

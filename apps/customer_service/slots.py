@@ -12,7 +12,7 @@ Words are regex words with character offsets (`words_with_offsets`), so a tagged
 slices its text: `text[e.start:e.end] == e.value`. A gold span whose boundary falls inside a word
 cannot be tagged exactly; `nlupp_examples` keeps such spans in `cut_spans` rather than hide them
 (none with WORD_PATTERN over the 20 folds). The key fields of validators.py (IBANs, card numbers,
-dates, amounts ...) join the tagged ones where they overlap none of them.
+dates, amounts ...) replace the tagged entities they overlap.
 
 Training lives in training.py; this module reads the data, loads, predicts and scores.
 
@@ -196,8 +196,8 @@ class SlotExtractor:
     def extract(
         self, texts: list[str], *, reference: datetime.date | None = None, batch_size: int = 32
     ) -> list[list[Entity]]:
-        """The entities of each text, by start: the tagged slots, and the key fields that overlap
-        none of them. `reference`: the date relative dates are read against (default: today)."""
+        """The entities of each text, by start: the validators' key fields, and the tagged slots
+        that overlap none of them. `reference`: the date relative dates are read against (default: today)."""
         words_list = [words_with_offsets(text) for text in texts]
         tagged = self.tag([[w for w, _, _ in words] for words in words_list], batch_size=batch_size)
         reference = reference or datetime.date.today()
@@ -235,9 +235,13 @@ class SlotExtractor:
 
 
 def merge_entities(slots: list[Entity], key_fields: list[Entity]) -> list[Entity]:
-    """`slots` and the `key_fields` that overlap none of them, by start."""
-    extra = [k for k in key_fields if all(k.end <= s.start or s.end <= k.start for s in slots)]
-    return sorted([*slots, *extra], key=lambda e: (e.start, e.end))
+    """The `key_fields`, and the `slots` that overlap none of them, by start.
+
+    A validator's match wins an overlap: its pattern and checksum are exact and its value is
+    normalised (an ISO date, a masked card number), where the tagger may call "4321" a date.
+    """
+    kept = [s for s in slots if all(s.end <= k.start or k.end <= s.start for k in key_fields)]
+    return sorted([*key_fields, *kept], key=lambda e: (e.start, e.end))
 
 
 # ----------------------------------------------------------------------------- scores

@@ -121,10 +121,11 @@ def test_span_scores_are_strict_about_offsets():
     assert scores["per_type"]["date"]["f1"] == pytest.approx(2 / 3)
 
 
-def test_a_key_field_overlapping_a_tagged_slot_is_left_out():
-    slot = Entity("amount_of_money", "£20", 5, 8, 0.9, "slot-tagger")
-    inside, apart = Entity("amount_of_money", {"amount": "20.00"}, 5, 8), Entity("date", "2024-03-13", 12, 20)
-    assert merge_entities([slot], [apart, inside]) == [slot, apart]
+def test_a_key_field_wins_over_a_tagged_slot_it_overlaps():
+    slot = Entity("date", "4321", 5, 9, 0.8, "slot-tagger")
+    apart = Entity("amount_of_money", "£20", 12, 15, 0.9, "slot-tagger")
+    inside = Entity("card_last_four", "4321", 5, 9)
+    assert merge_entities([slot, apart], [inside]) == [inside, apart]
 
 
 # ----------------------------------------------------------------------------- a tiny tagger
