@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core_model import load_model, load_tokenizer
+from core_model import load_tokenizer
 from core_model.datasets import dataset_dir
 from core_model.train.adapters import AdapterResult, AdapterTrainingConfig, train_adapter
 
@@ -126,7 +126,7 @@ def _train(
 ) -> AdapterResult:
     train = train[: run.limit] if run.limit else train
     return train_adapter(
-        load_model(run.base),
+        run.base,  # by name: loaded in float32, and the adapter records which base it belongs to
         load_tokenizer(run.base),
         task=task,
         train=train,

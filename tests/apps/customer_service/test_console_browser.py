@@ -67,6 +67,7 @@ def test_an_agent_reads_the_intent_gets_suggestions_and_streams_a_draft(console_
     assert draft.inner_text().strip()
     if os.environ.get("VERTICALS_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.locator(".st-key-insights").evaluate("panel => panel.scrollTo(0, 0)")  # the intent on top
         page.screenshot(path=str(SCREENSHOT))
 
 
