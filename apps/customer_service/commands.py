@@ -35,7 +35,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--base", default="embedded", help="preset or checkpoint directory (default: embedded)"
     )
     train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--limit", type=int, help="train on the first N examples only (quick checks)")
+    train.add_argument("--limit", type=int, help="the first N examples of train and dev only (quick checks)")
     kb = kinds.add_parser("kb", help="the knowledge base")
     kb_kinds = kb.add_subparsers(dest="kb_command", required=True)
     imp = kb_kinds.add_parser(
@@ -90,6 +90,6 @@ def console_process(*, api: str, port: int, host: str = "127.0.0.1") -> subproce
     command = [
         sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
         "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", "--", "--api", api,
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", "--api", api,
     ]  # fmt: skip
     return subprocess.Popen(command)

@@ -41,7 +41,7 @@ class Run:
     out: Path
     base: str = "embedded"
     epochs: int = 4
-    limit: int | None = None  # first N training examples only (quick checks)
+    limit: int | None = None  # first N examples of train and of dev only (quick checks)
     progress: bool = True
 
 
@@ -124,7 +124,7 @@ def _train(
     labels: list[str] | None = None,
     **config: Any,
 ) -> AdapterResult:
-    train = train[: run.limit] if run.limit else train
+    train, dev = (train[: run.limit], dev[: run.limit]) if run.limit else (train, dev)
     return train_adapter(
         run.base,  # by name: loaded in float32, and the adapter records which base it belongs to
         load_tokenizer(run.base),
@@ -142,7 +142,7 @@ def train_intents(run: Run, *, target_precision: float = DEFAULT_TARGET_PRECISIO
     """BANKING77 intents; the kept-aside part picks the epoch and calibrates the threshold."""
     rows = banking77("train")
     train = [r for r in rows if not kept_aside(r["text"])]
-    aside = [r for r in rows if kept_aside(r["text"])]
+    aside = [r for r in rows if kept_aside(r["text"])][: run.limit]
     labels = sorted({r["label"] for r in rows})
     result = _train(
         run,
@@ -204,16 +204,39 @@ def train_replies(run: Run) -> AdapterResult:
     )
 
 
-def train_sgd_intents(run: Run, *, target: str = "expressed") -> AdapterResult:
-    """A classifier of SGD Banks_1 customer turns, each turn alone. `target="expressed"`: the
-    intent the turn names (what the dialogue state carries over turns); `"active"`: the intent in
-    force at that turn (the best a classifier without context can aim at)."""
+def sgd_turn_examples(
+    dialogues: list[list[dict[str, Any]]], *, target: str = "active", context_turns: int = 0
+) -> list[list[dict[str, str]]]:
+    """Per dialogue, its Banks customer turns as {"text", "label"} examples. `target="active"`:
+    the intent in force at that turn; `"expressed"`: the intent the turn itself names. With
+    `context_turns`, the text starts with that many earlier turns ("agent: ... customer: ...")."""
     if target not in ("expressed", "active"):
         raise ValueError(f"target must be 'expressed' or 'active', got {target!r}")
     key = "expressed" if target == "expressed" else "intent"
-    turns = [t for d in sgd_dialogues("train") for t in d if t["role"] == "customer" and t["bank"]]
-    train = [{"text": t["text"], "label": t[key]} for t in turns if not kept_aside(t["text"])]
-    dev = [{"text": t["text"], "label": t[key]} for t in turns if kept_aside(t["text"])]
+    examples = []
+    for turns in dialogues:
+        rows = []
+        for i, turn in enumerate(turns):
+            if turn["role"] == "customer" and turn["bank"]:
+                before = turns[max(0, i - context_turns) : i] if context_turns else []
+                context = " ".join(f"{t['role']}: {t['text']}" for t in before)
+                text = f"{context} customer: {turn['text']}" if context else turn["text"]
+                rows.append({"text": text, "label": turn[key]})
+        examples.append(rows)
+    return examples
+
+
+def train_sgd_intents(run: Run, *, target: str = "active", context_turns: int = 0) -> AdapterResult:
+    """A classifier of SGD Banks_1 customer turns (`sgd_turn_examples`): the benchmark's
+    multi-turn figure compares the turn alone, the turn with the dialogue state, and the turn
+    with the turns before it."""
+    rows = [
+        r
+        for d in sgd_turn_examples(sgd_dialogues("train"), target=target, context_turns=context_turns)
+        for r in d
+    ]
+    train = [r for r in rows if not kept_aside(r["text"])]
+    dev = [r for r in rows if kept_aside(r["text"])]
     return _train(
         run,
         task="sequence-classification",
@@ -223,5 +246,5 @@ def train_sgd_intents(run: Run, *, target: str = "expressed") -> AdapterResult:
         alpha=16.0,
         pooling="mean",
         batch_size=32,
-        max_length=48,
+        max_length=48 + 32 * context_turns,
     )

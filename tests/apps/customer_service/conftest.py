@@ -92,7 +92,7 @@ def console_url(suite_url, tmp_path_factory) -> Iterator[str]:
     command = [
         sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--", "--api", suite_url,
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", "--api", suite_url,
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     console = start(
