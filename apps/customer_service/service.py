@@ -59,6 +59,7 @@ from .slots import Entity, SlotExtractor
 
 log = logging.getLogger(__name__)
 REPLY_ADAPTER = "customer-service"
+STATE_WINDOW = 50  # the dialogue state is replayed from this many latest messages
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class CustomerService:
         started = time.perf_counter()
         with self._session() as session:
             self._conversation(session, conversation_id)
-            history = store.conversation_history(session, conversation_id)
+            history = store.conversation_history(session, conversation_id, last=STATE_WINDOW)
         state, parse, passages, retrieval_ms = _replay(history), None, [], None
         if body.role == "customer":
             understood = self._understand(body.text)

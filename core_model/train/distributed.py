@@ -10,6 +10,7 @@ summed here, so every process applies the same update and the biases never drift
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -65,4 +66,8 @@ class DistributedContext:
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
+            # NOTE: a DDP wrapper sits in reference cycles, so it can outlive training until the
+            # interpreter's final collection, where freeing its Gloo work aborts the process
+            # ("terminate called without an active exception"). Collect it while all is alive.
+            gc.collect()
             dist.destroy_process_group()
