@@ -1,6 +1,6 @@
 """Customer-service figures, one run: intents, key information, retrieval, multi-turn, latency.
 
-    .venv/bin/python benchmarks/customer_service.py                  # everything (about an hour on 2 cores)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/customer_service.py   # everything (32 min on 2 cores)
     .venv/bin/python benchmarks/customer_service.py --quick          # a smoke run of every section
     .venv/bin/python benchmarks/customer_service.py --sections latency,retrieval
 
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small slices of every section")
     parser.add_argument("--intent-adapter", default=str(ASSETS / "intents"))
     parser.add_argument("--slot-splits", type=int, default=10)
-    parser.add_argument("--slot-epochs", type=int, default=6)
+    parser.add_argument("--slot-epochs", type=int, default=4)
     parser.add_argument("--sgd-epochs", type=int, default=2)
     parser.add_argument("--sgd-threshold", type=float, default=0.5)
     parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 8])
