@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-from core_model import load_tokenizer
-from core_model.train.adapters import TaskModel, load_task_model
-from core_model.train.lora import merge_lora
+from core_model.train.adapters import TaskModel, load_for_inference
 
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_TARGET_PRECISION = 0.9
@@ -64,7 +62,7 @@ class IntentClassifier:
     ) -> IntentClassifier:
         """The adapter in `adapter_dir` on `base` (default: the base it was trained on), its LoRA
         merged into the weights for speed. `threshold`: None reads `calibration.json`."""
-        model = load_adapter_for_inference(adapter_dir, base=base)
+        model = load_for_inference(adapter_dir, base=base)
         if threshold is None:
             threshold = read_calibration(adapter_dir)["threshold"]
         return cls(model, threshold=threshold, version=Path(adapter_dir).name)
@@ -80,26 +78,6 @@ class IntentClassifier:
             name, confidence = ranking[0]
             results.append(IntentResult(name, confidence, ranking, confidence < self.threshold))
         return results
-
-
-def load_adapter_for_inference(adapter_dir: str | Path, *, base: str | None = None) -> TaskModel:
-    """A TaskModel with its LoRA merged into the base weights (no LoRA matmuls left), in eval
-    mode. The base defaults to the one recorded in the adapter's config."""
-    directory = Path(adapter_dir)
-    if not (directory / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"no adapter at {directory}: train one with `verticals cs train` or pass another directory"
-        )
-    source = base if base is not None else base_of(directory)
-    model = load_task_model(source, directory, tokenizer=load_tokenizer(source))
-    merge_lora(model.base)
-    return model.eval()
-
-
-def base_of(adapter_dir: Path) -> str:
-    """The base model an adapter directory names (PEFT's `base_model_name_or_path`)."""
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    return config.get("base_model_name_or_path") or "embedded"
 
 
 def calibrate_threshold(

@@ -19,19 +19,19 @@ from collections.abc import AsyncIterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core_model.engine import Engine, SamplingParams
 from core_model.serve.adapters import register_adapter
+from core_model.train.adapters import adapter_base
 
 from . import store
 from .batching import MicroBatcher
 from .database import make_engine, session_factory, upgrade
 from .dialogue import DialogueState, draft_messages, handoff_summary, replay
-from .intents import IntentClassifier, IntentResult, base_of
+from .intents import IntentClassifier, IntentResult
 from .retrieval import KnowledgeBase, MiniLMEmbeddings, ScoredPassage, load_or_build
 from .schemas import (
     AnalyticsOut,
@@ -112,7 +112,7 @@ class CustomerService:
         knowledge_base = load_or_build(settings.index_dir, list(settings.knowledge_base), MiniLMEmbeddings())
         reply_adapter = None
         if engine is not None:
-            if base_of(Path(settings.reply_adapter)) == base:
+            if adapter_base(settings.reply_adapter) == base:
                 register_adapter(engine, REPLY_ADAPTER, settings.reply_adapter)
                 reply_adapter = REPLY_ADAPTER
             else:

@@ -28,11 +28,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core_model import MoEForCausalLM, Tokenizer, load_tokenizer
+from core_model import MoEForCausalLM, Tokenizer
 from core_model.datasets import dataset_dir
-from core_model.train.adapters import TaskModel, load_task_model
+from core_model.train.adapters import TaskModel, load_for_inference
 from core_model.train.examples import IGNORE_INDEX, Encoded, encode_words
-from core_model.train.lora import merge_lora
 from core_model.train.metrics import bio_spans
 
 from .validators import Entity, find_key_fields
@@ -174,24 +173,15 @@ class SlotExtractor:
         cls,
         adapter_dir: str | Path,
         *,
-        base: MoEForCausalLM | str | Path | None = None,
+        base: MoEForCausalLM | str | None = None,
         tokenizer: Tokenizer | None = None,
         validators: bool = True,
     ) -> SlotExtractor:
         """The adapter in `adapter_dir` on `base` (default: the base it names, else "embedded"),
         LoRA merged into the weights. `tokenizer` defaults to the base's own. `validators=False`
         leaves out the key fields of validators.py (to score the tagger alone)."""
-        directory = Path(adapter_dir)
-        if base is None:
-            config = json.loads((directory / "adapter_config.json").read_text())
-            base = config.get("base_model_name_or_path") or "embedded"
-        if tokenizer is None:
-            if isinstance(base, MoEForCausalLM):
-                raise ValueError("pass tokenizer= with a base model object")
-            tokenizer = load_tokenizer(base)
-        model = load_task_model(base, directory, tokenizer=tokenizer)
-        merge_lora(model.base)
-        return cls(model.eval(), validators=validators)
+        model = load_for_inference(adapter_dir, base=base, tokenizer=tokenizer)
+        return cls(model, validators=validators)
 
     def extract(
         self, texts: list[str], *, reference: datetime.date | None = None, batch_size: int = 32

@@ -40,9 +40,9 @@ from ..checkpoint import load_model
 from ..engine.lora import CONFIG_FILE, read_adapter, save_adapter
 from ..heads import Head, SequenceClassificationHead, TokenClassificationHead
 from ..model import MoEForCausalLM
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, load_tokenizer
 from .examples import IGNORE_INDEX, TASKS, Encoded, check_example, collate, encode_example, encode_words
-from .lora import DEFAULT_TARGETS, inject_lora, lora_layers, lora_weights
+from .lora import DEFAULT_TARGETS, inject_lora, lora_layers, lora_weights, merge_lora
 from .metrics import SELECTION, accuracy, is_better, macro_f1, tagging_scores
 from .optim import adamw, clip_gradients, warmup_cosine
 
@@ -521,4 +521,28 @@ def load_task_model(
         head = head.to(device=weight.device, dtype=weight.dtype)
         labels = json.loads((directory / LABELS_FILE).read_text())
     model = TaskModel(base, head, task=task, labels=labels, tokenizer=tokenizer, max_length=max_length)
+    return model.eval()
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base an adapter directory names (PEFT's `base_model_name_or_path`), else "embedded"."""
+    config = json.loads((Path(adapter_dir) / CONFIG_FILE).read_text())
+    return config.get("base_model_name_or_path") or "embedded"
+
+
+def load_for_inference(
+    adapter_dir: str | Path, *, base: MoEForCausalLM | str | None = None, tokenizer: Tokenizer | None = None
+) -> TaskModel:
+    """The adapter on a fresh float32 base (`base`, default the one it names) with the base's
+    tokenizer, its LoRA merged into the weights (no LoRA matmuls left), in eval mode: for serving."""
+    directory = Path(adapter_dir)
+    if not (directory / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"no adapter at {directory}: {CONFIG_FILE} is missing")
+    base = base if base is not None else adapter_base(directory)
+    if tokenizer is None:
+        if isinstance(base, MoEForCausalLM):
+            raise ValueError("pass tokenizer= with a base model object")
+        tokenizer = load_tokenizer(base)
+    model = load_task_model(base, directory, tokenizer=tokenizer)
+    merge_lora(model.base)
     return model.eval()

@@ -16,15 +16,17 @@ from core_model.tokenizer import END_OF_TURN
 from core_model.train import adapters
 from core_model.train.adapters import (
     AdapterTrainingConfig,
+    adapter_base,
     adapter_state,
     build_task_model,
     evaluate,
     load_adapter_state,
+    load_for_inference,
     load_task_model,
     train_adapter,
 )
 from core_model.train.examples import IGNORE_INDEX, encode_example, read_examples
-from core_model.train.lora import LoRALinear
+from core_model.train.lora import LoRALinear, lora_layers
 from core_model.train.metrics import bio_spans, entity_scores
 
 INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")
@@ -110,6 +112,20 @@ def test_reloaded_intent_classifier_gives_identical_logits(intents, tokenizer):
     predictions = reloaded.classify([e["text"] for e in dev])
     assert len(predictions) == len(dev) and {label for label, _ in predictions} <= set(INTENTS)
     assert all(0.25 <= p <= 1.0 for _, p in predictions)  # the top one of 4 probabilities
+
+
+def test_an_adapter_loaded_for_serving_has_its_lora_merged_and_the_same_logits(intents, tokenizer):
+    result, dev = intents
+    served = load_for_inference(
+        result.path, base=load_model("tiny", dtype=torch.float32), tokenizer=tokenizer
+    )
+    assert not lora_layers(served.base) and not served.training
+    ids = torch.tensor([tokenizer.encode(dev[0]["text"], add_bos=True)])
+    with torch.no_grad():
+        torch.testing.assert_close(served(ids), result.model.eval()(ids), atol=1e-5, rtol=1e-5)
+    assert adapter_base(result.path) == "embedded"  # trained on a model object: no name recorded
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        load_for_inference(result.path, base=load_model("tiny"))
 
 
 def test_returned_model_is_the_best_state(intents, tokenizer):
