@@ -341,7 +341,7 @@ class CustomerService:
             raise Invalid("drafts are off: this server runs without a generation engine")
         with self._session() as session:
             self._conversation(session, conversation_id)
-            history = store.conversation_history(session, conversation_id)
+            history = store.conversation_history(session, conversation_id, last=STATE_WINDOW)
             last = next(((m, p) for m, p in reversed(history) if m.role == "customer"), None)
             if last is None:
                 raise Invalid("nothing to reply to: the conversation has no customer message yet")
