@@ -8,11 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 import transformers
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def comma_separated(cast: Callable[[str], object]) -> Callable[[str], list]:
@@ -50,6 +56,45 @@ def aligned_rows(rows: list[list[str]]) -> list[str]:
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     return lines
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q`th percentile (0-100) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:  # a tiny race with other processes is acceptable here
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def suite_server(options: list[str], *, log: Path, timeout_s: float = 300) -> Iterator[str]:
+    """`verticals serve OPTIONS` in its own process (as users run it, so a benchmark's clients do
+    not share its interpreter lock) on a free loopback port; yields its URL once /health answers,
+    stops it after. Its output goes to `log`, whose tail is raised when it does not come up."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "apps.cli", "serve", "--port", str(port), *options]
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the suite did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def write_report(report: dict, out: Path) -> None:

@@ -22,11 +22,8 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,14 +33,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import aligned_rows, comma_separated, environment, write_report  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    aligned_rows,
+    comma_separated,
+    environment,
+    percentile,
+    suite_server,
+    write_report,
+)
 
 SECTIONS = ("intents", "slots", "retrieval", "multiturn", "latency")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # ----------------------------------------------------------------------------- intents
@@ -193,43 +192,16 @@ def bench_multiturn(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- latency
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_latency(args: argparse.Namespace) -> dict:
-    """The suite in its own process (as `verticals serve` runs it), so the clients here do not
-    share its interpreter lock."""
-    import httpx
-
+    """The suite in its own process (as `verticals serve` runs it), with a fresh database."""
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
-        command = [
-            sys.executable, "-m", "apps.cli", "serve", "--port", str(port),
+        options = [
             "--cs-database", f"sqlite:///{tmp}/cs.db", "--cs-index-dir", f"{tmp}/kb",
-            "--cs-intent-adapter", args.intent_adapter,
+            "--cs-intent-adapter", args.intent_adapter, "--no-code-assist",
         ]  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        with open(f"{tmp}/server.log", "wb") as log:
-            server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the suite did not start:\n{Path(tmp, 'server.log').read_text()[-3000:]}"
-                    )
-                time.sleep(0.25)
+        with suite_server(options, log=Path(tmp, "server.log")) as url:
             report = {f"messages_c{c}": _message_latency(url, c, args.requests) for c in args.concurrency}
             report["draft"] = _draft_latency(url, args.drafts)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     return report
 
 

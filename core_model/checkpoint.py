@@ -71,6 +71,22 @@ def load_model(
     return model.eval()
 
 
+CPU_FLOAT32_MAX_BYTES = 8 * 2**30
+
+
+def serving_dtype(source: str, device: str) -> torch.dtype | None:
+    """bfloat16 on CUDA. On CPU float32 while it fits in CPU_FLOAT32_MAX_BYTES (oneDNN's small
+    bfloat16 matmuls cost several times its float32 ones, and decode is all small matmuls);
+    past that, the checkpoint's own dtype (None)."""
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    if source in PRESETS:
+        config = MoEConfig.preset(source)
+    else:
+        config = MoEConfig.from_json_file(Path(source) / "config.json")
+    return torch.float32 if config.num_parameters() * 4 <= CPU_FLOAT32_MAX_BYTES else None
+
+
 def _resolve(source: str | Path) -> Path | None:
     path = Path(source)
     if path.is_dir():

@@ -20,6 +20,8 @@ from typing import Any
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from .fim import fim_template
+
 log = logging.getLogger(__name__)
 
 BOS = "<|bos|>"
@@ -127,8 +129,9 @@ class Tokenizer:
         return self.encode(self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt))
 
     def fim_prompt(self, prefix: str, suffix: str) -> str:
-        """Fill-in-the-middle prompt in prefix-suffix-middle (PSM) order; the model writes the middle."""
-        return f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}"
+        """Fill-in-the-middle prompt in prefix-suffix-middle (PSM) order, in the format of this
+        tokenizer's model family (`core_model.fim`); the model writes the middle."""
+        return fim_template(self).prompt(prefix, suffix)
 
     def save(self, directory: str | Path) -> Path:
         """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json; return the directory."""

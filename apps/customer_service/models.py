@@ -12,70 +12,28 @@ test `tests/apps/customer_service/test_migrations.py` fails until the two agree.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     CheckConstraint,
-    DateTime,
-    Dialect,
     Float,
     ForeignKey,
     Integer,
     MetaData,
     String,
     Text,
-    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from core_model.storage import NAMING_CONVENTION, UTCDateTime, one_of, utcnow
 
 CONVERSATION_STATUSES = ("open", "handed_off", "closed")
 ROLES = ("customer", "agent")
 SUGGESTION_KINDS = ("passage", "draft")
 SUGGESTION_STATUSES = ("shown", "accepted", "edited", "rejected")
 ACTIONS = ("accepted", "edited", "rejected")
-
-# Named constraints, so that Alembic's batch mode on SQLite can find them again.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def one_of(column: str, values: tuple[str, ...]) -> str:
-    """The SQL of a CHECK that `column` holds one of `values`: "role IN ('customer', 'agent')"."""
-    return f"{column} IN ({', '.join(repr(value) for value in values)})"
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend. PostgreSQL stores `timestamptz`; SQLite has
-    no time zones, so the value is stored as naive UTC and given its `tzinfo` back on reading.
-    A naive datetime is refused: it is impossible to tell which clock it came from."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

@@ -23,6 +23,7 @@ wraps the one it consumes in `aclosing`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from ..engine import Engine, RequestOutput, SamplingParams
 from ..engine.lora import AdapterError
+from ..fim import fim_template
 from ..tokenizer import Tokenizer
 from .adapters import AdapterHolds, register_adapter
 from .metrics import ServeMetrics
@@ -183,6 +185,9 @@ def prepare_completion(body: CompletionRequest, *, ctx: ServeContext) -> Job:
     prompt_ids = _completion_prompt(body, ctx.tokenizer)
     max_tokens = DEFAULT_COMPLETION_TOKENS if body.max_tokens is None else body.max_tokens
     params = _sampling_params(body, max_tokens=max_tokens, logprobs=body.logprobs, names={})
+    if body.suffix is not None:  # the middle ends where the model family ends a fill
+        stops = fim_template(ctx.tokenizer).stop_ids(ctx.tokenizer)
+        params = dataclasses.replace(params, stop_token_ids=params.stop_token_ids + stops)
     _check_length(len(prompt_ids), params.max_tokens, ctx=ctx, param="max_tokens")
     return _job("cmpl", body, prompt_ids, params, adapter=adapter, ctx=ctx)
 
@@ -249,7 +254,10 @@ def _completion_prompt(body: CompletionRequest, tokenizer: Tokenizer) -> list[in
     if body.suffix is not None:
         if not isinstance(body.prompt, str):
             raise InvalidRequest("suffix needs a text prompt, not token ids", param="suffix")
-        text = tokenizer.fim_prompt(body.prompt, body.suffix)
+        try:
+            text = tokenizer.fim_prompt(body.prompt, body.suffix)
+        except ValueError as error:
+            raise InvalidRequest(f"suffix: {error}", param="suffix") from None
     elif isinstance(body.prompt, str):
         text = body.prompt
     else:

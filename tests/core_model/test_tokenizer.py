@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core_model.fim import fim_template
 from core_model.tokenizer import (
     BOS,
     FIM_MIDDLE,
@@ -133,3 +134,26 @@ def test_load_tokenizer_preset_without_assets_names_preset():
 def test_module_does_not_import_transformers():
     code = "import sys, core_model.tokenizer; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+class _Vocabulary:
+    def __init__(self, tokens: list[str]):
+        self.ids = {token: i for i, token in enumerate(tokens)}
+
+    def token_to_id(self, token):
+        return self.ids.get(token)
+
+
+def test_fim_template_follows_the_tokenizers_sentinels():
+    deepseek = _Vocabulary(["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<｜end▁of▁sentence｜>"])
+    template = fim_template(deepseek)
+    assert template.family == "deepseek-coder"
+    assert template.prompt("a = ", "\nb") == "<｜fim▁begin｜>a = <｜fim▁hole｜>\nb<｜fim▁end｜>"
+    assert template.stop_ids(deepseek) == (3, 0)  # end of sentence, then a new fill begun
+    codellama = fim_template(_Vocabulary(["<PRE>", "<SUF>", "<MID>", "<EOT>"]))
+    assert codellama.prompt("a", "b") == "<PRE> a <SUF>b <MID>"
+
+
+def test_fim_template_refuses_a_tokenizer_without_sentinels():
+    with pytest.raises(ValueError, match="no fill-in-the-middle tokens"):
+        fim_template(_Vocabulary(["<s>", "</s>"]))

@@ -44,8 +44,8 @@ def tables(engine) -> set[str]:
 
 def test_upgrade_creates_every_table_in_a_new_file(url, engine):
     database.upgrade(url)
-    assert tables(engine) == TABLES | {database.VERSION_TABLE}
-    assert database.current_revision(engine) == "0001"
+    assert tables(engine) == TABLES | {database.MIGRATIONS.version_table}
+    assert database.MIGRATIONS.current_revision(engine) == "0001"
 
 
 def test_upgrade_twice_changes_nothing_and_keeps_rows(engine):
@@ -55,14 +55,14 @@ def test_upgrade_twice_changes_nothing_and_keeps_rows(engine):
     database.upgrade(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT name FROM cs_customers")).scalars().all() == ["Ada"]
-    assert database.current_revision(engine) == "0001"
+    assert database.MIGRATIONS.current_revision(engine) == "0001"
 
 
 def test_the_migrations_match_the_models(engine):
     database.upgrade(engine)
     with engine.begin() as connection:  # another app's table in the shared database is not ours to compare
         connection.execute(text("CREATE TABLE qc_inspections (id INTEGER PRIMARY KEY)"))
-        opts = {"compare_type": True, "include_name": database.owns, "version_table": database.VERSION_TABLE}
+        opts = database.MIGRATIONS.options()
         differences = compare_metadata(MigrationContext.configure(connection, opts=opts), Base.metadata)
     assert differences == []
 
@@ -76,16 +76,16 @@ def test_another_apps_alembic_history_is_left_alone(engine):
         assert (
             connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "other_app_0007"
         )
-    assert database.current_revision(engine) == "0001"
+    assert database.MIGRATIONS.current_revision(engine) == "0001"
 
 
 def test_downgrade_to_base_drops_only_our_tables(engine):
     database.upgrade(engine)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE qc_inspections (id INTEGER PRIMARY KEY)"))
-    database.downgrade(engine, revision="base")
-    assert tables(engine) == {"qc_inspections", database.VERSION_TABLE}
-    assert database.current_revision(engine) is None
+    database.MIGRATIONS.downgrade(engine, revision="base")
+    assert tables(engine) == {"qc_inspections", database.MIGRATIONS.version_table}
+    assert database.MIGRATIONS.current_revision(engine) is None
 
 
 def test_foreign_keys_stay_enforced_after_upgrade(engine):
@@ -99,13 +99,13 @@ def test_foreign_keys_stay_enforced_after_upgrade(engine):
 
 
 def test_one_head_named_0001():
-    assert ScriptDirectory.from_config(database.alembic_config()).get_heads() == ["0001"]
+    assert ScriptDirectory.from_config(database.MIGRATIONS.config()).get_heads() == ["0001"]
 
 
 def test_offline_upgrade_writes_sql(url):
     buffer = io.StringIO()
-    config = database.alembic_config(url)
+    config = database.MIGRATIONS.config(url)
     config.output_buffer = buffer
     command.upgrade(config, "head", sql=True)
     assert "CREATE TABLE cs_agent_actions" in buffer.getvalue()
-    assert database.VERSION_TABLE in buffer.getvalue()
+    assert database.MIGRATIONS.version_table in buffer.getvalue()

@@ -5,51 +5,25 @@ real uvicorn on 127.0.0.1 in a background thread, and a LoRA adapter for that mo
 """
 
 import json
-import socket
 import string
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-import uvicorn
-from fastapi import FastAPI
 
 from core_model import MoEConfig, MoEForCausalLM, Tokenizer, train_tokenizer
 from core_model.engine import Engine, EngineConfig
 from core_model.serve import ServeSettings, create_app
 from tests import peft_adapters
+from tests.loopback import serving
 
 MODEL_NAME = "tiny-test"
 CONTEXT = 4096  # tokens; generating them all takes seconds
 TOKENIZER_VOCAB = 300  # train_tokenizer needs >= 266 ids (10 special + 256 bytes)
 ADAPTER_TARGETS = ("self_attn.q_a_proj", "self_attn.o_proj", "mlp.shared_experts.up_proj", "mlp.gate_proj")
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """`app` under uvicorn on a free loopback port; yields the base URL; stops the server after."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # the port is ours from here: no race with other tests
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def wait_until_idle(engine: Engine, timeout: float = 10.0) -> None:
