@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test run lint bench clean
+.PHONY: setup browser tabby-agent test run lint bench clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,14 @@ browser:
 		{ apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } \
 		>/dev/null; } || echo "no chromium: the browser test will skip"
 
-test: setup browser
+# Tabby's own editor agent (npm) for the code-assist compatibility test; without npm that test skips.
+TABBY_AGENT_VERSION := 1.5.0
+tabby-agent:
+	@command -v npm >/dev/null && test ! -f .cache/tabby-agent/node_modules/tabby-agent/dist/cli.js && \
+		npm install --prefix .cache/tabby-agent --no-audit --no-fund --no-save --loglevel=error \
+			tabby-agent@$(TABBY_AGENT_VERSION) >/dev/null || true
+
+test: setup browser tabby-agent
 	$(BIN)/python -m pytest -q
 
 run: setup

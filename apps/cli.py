@@ -7,8 +7,10 @@
     verticals serve --model CHECKPOINT --host 0.0.0.0 --api-key KEY   # (or VERTICALS_API_KEY=KEY)
     verticals serve --adapter sql=/adapters/sql    # a PEFT LoRA directory, used as model "embedded:sql"
     verticals serve --cs-database postgresql://...  # the customer-service router's database (/cs)
-    verticals run                        # `make run`: the API and the agent console on :8501
+    verticals serve --code-index runs/code_assist/index   # code completions with repository context (/code)
+    verticals run                        # `make run`: the API, the agent console (:8501), code assist (:8502)
     verticals cs train intents --out DIR  # customer-service adapters, knowledge base, console
+    verticals code eval humaneval        # code assist: index a repository, evaluate a model, train, UI
     verticals train base --preset embedded --steps 2500 --export core_model/assets/embedded
     torchrun --nproc-per-node 2 -m apps.cli train base ...        # the same, over 2 processes
     verticals train adapter --task sequence-classification --train t.jsonl --dev d.jsonl --out adapters/x
@@ -26,6 +28,8 @@ import os
 import sys
 from pathlib import Path
 
+from apps.code_assist import commands as code_commands
+from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service import commands as cs_commands
 from apps.customer_service.settings import CustomerServiceSettings
 from core_model import ConfigError, MoEConfig
@@ -79,12 +83,29 @@ def main(argv: list[str] | None = None) -> int:
             default=getattr(CustomerServiceSettings, f"{kind}_adapter"),
             help=f"customer service: the {kind} adapter directory (default: the shipped one)",
         )
-    serve.add_argument("--no-customer-service", action="store_true", help="serve the model API only")
+    serve.add_argument("--no-customer-service", action="store_true", help="leave the /cs router out")
+    serve.add_argument(
+        "--code-database",
+        default=os.environ.get("VERTICALS_DATABASE_URL", CodeAssistSettings.database_url),
+        help="code assist: its database URL (default: $VERTICALS_DATABASE_URL, else a SQLite file)",
+    )
+    serve.add_argument("--code-index", help="code assist: a `verticals code index` folder used as context")
+    serve.add_argument(
+        "--code-adapter", default=CodeAssistSettings.adapter,
+        help="code assist: the fill-in-the-middle adapter directory (default: the shipped one)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--code-max-tokens", type=int, default=CodeAssistSettings.max_tokens,
+        help=f"code assist: new tokens per completion at most (default {CodeAssistSettings.max_tokens})",
+    )  # fmt: skip
+    serve.add_argument("--no-code-assist", action="store_true", help="leave the /code router out")
     run = commands.add_parser("run", help="the suite's API and the customer-service console (`make run`)")
     run.add_argument("--port", type=int, default=8000, help="API port")
-    run.add_argument("--console-port", type=int, default=8501, help="Streamlit console port")
+    run.add_argument("--console-port", type=int, default=8501, help="customer-service console port")
+    run.add_argument("--code-port", type=int, default=8502, help="code-assist page port")
     _add_train_commands(commands)
     cs_commands.add_commands(commands)
+    code_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -97,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             run_suite(args)
         elif args.command == "cs":
             cs_commands.run(args)
+        elif args.command == "code":
+            code_commands.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"verticals: error: {error}", file=sys.stderr)
         return 2
@@ -132,7 +155,15 @@ def run_server(args: argparse.Namespace) -> None:
             slot_adapter=args.cs_slot_adapter,
             reply_adapter=args.cs_reply_adapter,
         )
-    app = create_app(settings, customer_service=customer_service)
+    code_assist = None
+    if not args.no_code_assist:
+        code_assist = CodeAssistSettings(
+            database_url=args.code_database,
+            index_dir=args.code_index,
+            adapter=args.code_adapter,
+            max_tokens=args.code_max_tokens,
+        )
+    app = create_app(settings, customer_service=customer_service, code_assist=code_assist)
     auth = "Bearer key required" if settings.api_key else "no API key"
     print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
@@ -141,15 +172,20 @@ def run_server(args: argparse.Namespace) -> None:
 
 
 def run_suite(args: argparse.Namespace) -> None:
-    """`make run`: the customer-service console in a subprocess, the API in this one."""
+    """`make run`: the Streamlit pages in subprocesses, the API in this one."""
     api = f"http://127.0.0.1:{args.port}"
-    console = cs_commands.console_process(api=api, port=args.console_port)
+    pages = [
+        cs_commands.console_process(api=api, port=args.console_port),
+        code_commands.ui_process(api=api, port=args.code_port),
+    ]
     print(f"verticals: agent console at http://127.0.0.1:{args.console_port} (API {api})")
+    print(f"verticals: code assist at http://127.0.0.1:{args.code_port}; editors: {api}/code")
     try:
         main(["serve", "--port", str(args.port)])
     finally:
-        console.terminate()
-        console.wait(timeout=10)
+        for page in pages:
+            page.terminate()
+            page.wait(timeout=10)
 
 
 def _add_train_commands(commands: argparse._SubParsersAction) -> None:

@@ -1,5 +1,5 @@
 """The suite's one FastAPI app: the model loaded once, the OpenAI-compatible API, and every
-vertical's router (customer service under /cs).
+vertical's router (customer service under /cs, code assist under /code).
 
     verticals serve                                   # this app under uvicorn on 127.0.0.1:8000
     verticals serve --model CHECKPOINT --port 8001    # a Hugging Face directory with tokenizer files
@@ -12,14 +12,14 @@ and wires; the routes live in `core_model.serve` and in the apps.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from fastapi import FastAPI
 
+from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service.settings import CustomerServiceSettings
-from core_model import MoEConfig, load_model, load_tokenizer
-from core_model.config import PRESETS
+from core_model import load_model, load_tokenizer
+from core_model.checkpoint import serving_dtype
 from core_model.engine import Engine, EngineConfig
 from core_model.engine.quantize import quantize_int8
 from core_model.serve import ServeSettings, build_context, mount, register_adapter
@@ -27,27 +27,14 @@ from core_model.serve import ServeSettings, build_context, mount, register_adapt
 log = logging.getLogger(__name__)
 
 
-CPU_FLOAT32_MAX_BYTES = 8 * 2**30
-
-
-def serving_dtype(source: str, device: str) -> torch.dtype | None:
-    """bfloat16 on CUDA. On CPU float32 while it fits in CPU_FLOAT32_MAX_BYTES (oneDNN's small
-    bfloat16 matmuls cost several times its float32 ones, and decode is all small matmuls);
-    past that, the checkpoint's own dtype (None)."""
-    if device.startswith("cuda"):
-        return torch.bfloat16
-    if source in PRESETS:
-        config = MoEConfig.preset(source)
-    else:
-        config = MoEConfig.from_json_file(Path(source) / "config.json")
-    return torch.float32 if config.num_parameters() * 4 <= CPU_FLOAT32_MAX_BYTES else None
-
-
 def create_app(
-    settings: ServeSettings, *, customer_service: CustomerServiceSettings | None = None
+    settings: ServeSettings,
+    *,
+    customer_service: CustomerServiceSettings | None = None,
+    code_assist: CodeAssistSettings | None = None,
 ) -> FastAPI:
     """Loads the model, tokenizer, engine and adapters that `settings` name, and mounts every router:
-    the customer-service one when its settings are given (it shares the engine for its drafts).
+    each vertical's when its settings are given (they share the engine: drafts, completions).
 
     A bad adapter raises an AdapterError (a ValueError) naming it: nothing is served half-loaded.
     """
@@ -76,4 +63,9 @@ def create_app(
         from apps.customer_service.service import CustomerService
 
         cs_api.mount(app, CustomerService.start(customer_service, engine=engine, base=settings.model))
+    if code_assist is not None:
+        from apps.code_assist import api as code_api
+        from apps.code_assist.service import CodeAssist
+
+        code_api.mount(app, CodeAssist.start(code_assist, engine=engine, base=settings.model))
     return app

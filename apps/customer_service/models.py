@@ -35,6 +35,7 @@ SUGGESTION_KINDS = ("passage", "draft")
 SUGGESTION_STATUSES = ("shown", "accepted", "edited", "rejected")
 ACTIONS = ("accepted", "edited", "rejected")
 
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -74,7 +74,7 @@ def suite_url(tmp_path_factory) -> Iterator[str]:
     command = [
         sys.executable, "-m", "apps.cli", "serve", "--port", str(port),
         "--cs-database", f"sqlite:///{directory / 'customer_service.db'}",
-        "--cs-index-dir", str(directory / "kb"),
+        "--cs-index-dir", str(directory / "kb"), "--no-code-assist",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     server = start(command, health=f"{url}/health", log=directory / "suite.log", timeout_s=SUITE_START_S)

@@ -1,0 +1,109 @@
+"""Completion prompts: the text around the cursor and the repository's snippets, cut to the
+budgets the code adapter was trained with, in the model family's fill-in-the-middle format.
+
+    prompt = build_prompt(fim_template(tokenizer), prefix=before, suffix=after, language="python",
+                          snippets=[Snippet("pkg/db.py", "def connect(url): ...")])
+    engine.generate([prompt.text], ...)
+
+Snippets go at the top of the prefix as line comments under a `Path:` line per file, as Tabby
+does: the prompt stays a plausible source file, and the model reads the snippets as what comes
+before. The same budgets cut the training examples (`training.py`) and the served prompts, so
+the adapter sees at training time what it is given at serving time. This module builds text; it
+does not retrieve snippets (`repository_index.py`), generate or post-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from apps.code_assist.languages import line_comment
+from core_model.fim import FimTemplate
+
+# Characters, not tokens: the editor's text is cut before tokenizing (about 3.4 characters per
+# token on Python with the embedded tokenizer: about 300 tokens on average, plus up to 64 generated).
+PREFIX_CHARS = 700
+SUFFIX_CHARS = 200
+CONTEXT_CHARS = 400
+# Snippet bodies asked of the index: more than fits, as the commented blocks are cut to CONTEXT_CHARS.
+CANDIDATE_CHARS = 2 * CONTEXT_CHARS
+
+
+class SnippetLike(Protocol):
+    filepath: str
+    body: str
+
+
+@dataclass(frozen=True)
+class CompletionPrompt:
+    text: str  # what the engine is given
+    context: str  # the commented snippets at its top ("" when none)
+    prefix: str  # the part of the editor's prefix that was kept
+    suffix: str  # the part of the editor's suffix that was kept
+    snippets: tuple[SnippetLike, ...] = ()  # those whose blocks fit the context budget
+
+
+def cut_prefix(prefix: str, limit: int = PREFIX_CHARS) -> str:
+    """The last `limit` characters of `prefix`, starting at a line boundary when one is near."""
+    if len(prefix) <= limit:
+        return prefix
+    kept = prefix[-limit:]
+    newline = kept.find("\n")
+    return kept[newline + 1 :] if 0 <= newline < limit // 4 else kept
+
+
+def cut_suffix(suffix: str, limit: int = SUFFIX_CHARS) -> str:
+    """The first `limit` characters of `suffix`, ending at a line boundary when one is near."""
+    if len(suffix) <= limit:
+        return suffix
+    kept = suffix[:limit]
+    newline = kept.rfind("\n")
+    return kept[: newline + 1] if newline >= limit * 3 // 4 else kept
+
+
+def context_blocks(
+    snippets: Sequence[SnippetLike], *, language: str | None, limit: int = CONTEXT_CHARS
+) -> list[tuple[SnippetLike, str]]:
+    """The snippets that fit, each with its commented block (`# Path: FILE` then the body, each
+    line commented), in the given order (best first): a snippet is kept whole or left out, so
+    the blocks total at most `limit` characters."""
+    comment = line_comment(language)
+    kept: list[tuple[SnippetLike, str]] = []
+    used = 0
+    for snippet in snippets:
+        lines = [f"{comment} Path: {snippet.filepath}"]
+        lines += [f"{comment} {line}".rstrip() for line in snippet.body.strip("\n").splitlines()]
+        block = "\n".join(lines) + "\n"
+        if used + len(block) <= limit:
+            kept.append((snippet, block))
+            used += len(block)
+    return kept
+
+
+def render_context(
+    snippets: Sequence[SnippetLike], *, language: str | None, limit: int = CONTEXT_CHARS
+) -> str:
+    """The commented blocks of the snippets that fit `limit`, as they open the prompt."""
+    return "".join(block for _, block in context_blocks(snippets, language=language, limit=limit))
+
+
+def build_prompt(
+    template: FimTemplate,
+    *,
+    prefix: str,
+    suffix: str,
+    language: str | None,
+    snippets: Sequence[SnippetLike] = (),
+) -> CompletionPrompt:
+    """The fill-in-the-middle prompt for a cursor between `prefix` and `suffix`."""
+    blocks = context_blocks(snippets, language=language)
+    context = "".join(block for _, block in blocks)
+    kept_prefix, kept_suffix = cut_prefix(prefix), cut_suffix(suffix)
+    return CompletionPrompt(
+        text=template.prompt(context + kept_prefix, kept_suffix),
+        context=context,
+        prefix=kept_prefix,
+        suffix=kept_suffix,
+        snippets=tuple(snippet for snippet, _ in blocks),
+    )

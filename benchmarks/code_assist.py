@@ -1,0 +1,356 @@
+"""Code-assist figures, one run: line completion on held-out packages, HumanEval and MBPP pass@1,
+and completion latency over loopback HTTP.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/code_assist.py            # everything
+    .venv/bin/python benchmarks/code_assist.py --quick                      # a smoke run of every section
+    .venv/bin/python benchmarks/code_assist.py --sections lines --cases 300
+
+Sections:
+- lines: the cursor inside a line of code of a held-out package (`corpus.HELD_OUT_PACKAGES`, never
+  trained on), the target the rest of the line. Exact match and edit similarity (1 - Levenshtein /
+  longer length) of what the service would return (prompt, engine, post-processing; its first
+  line), for: the code adapter with repository context (the package's own index, the current file
+  left out) and without, the base model without the adapter, and a token 4-gram model (stupid
+  backoff) counted over the adapter's training packages.
+- humaneval, mbpp: pass@1 (greedy) of the embedded base model, every completion executed in the
+  sandbox of `evaluation.py`.
+- latency: `verticals serve` in its own process; `POST /code/v1/completions` with 32 new tokens at
+  most, P50/P95 at 1 and 4 concurrent clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import (  # noqa: E402
+    aligned_rows,
+    comma_separated,
+    environment,
+    percentile,
+    suite_server,
+    write_report,
+)
+
+SECTIONS = ("lines", "humaneval", "mbpp", "latency")
+NGRAM_ORDER = 4
+NGRAM_MAX_TOKENS = 4_000_000  # of the training packages' text, in file order of a seeded shuffle
+
+
+# ----------------------------------------------------------------------------- line completion
+
+
+def edit_similarity(a: str, b: str) -> float:
+    """1 - Levenshtein(a, b) / max(len): 1 for equal strings, 0 for nothing in common."""
+    if not a and not b:
+        return 1.0
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return 1 - previous[-1] / max(len(a), len(b))
+
+
+def first_line(text: str) -> str:
+    return text.split("\n", 1)[0]
+
+
+class NgramModel:
+    """Token n-grams with stupid backoff (Brants et al. 2007): the most frequent next token after
+    the longest context seen, greedy, until a newline."""
+
+    def __init__(self, tokenizer, order: int = NGRAM_ORDER):
+        self.tokenizer, self.order = tokenizer, order
+        self.next: dict[tuple[int, ...], Counter] = defaultdict(Counter)
+
+    def fit(self, texts: Iterable[str], *, max_tokens: int) -> int:
+        seen = 0
+        for text in texts:
+            ids = self.tokenizer.encode(text)
+            for i in range(1, len(ids)):
+                for n in range(1, self.order):
+                    if i - n >= 0:
+                        self.next[tuple(ids[i - n : i])][ids[i]] += 1
+            seen += len(ids)
+            if seen >= max_tokens:
+                break
+        self.best = {context: counts.most_common(1)[0][0] for context, counts in self.next.items()}
+        del self.next
+        return seen
+
+    def complete_line(self, prefix: str, *, max_tokens: int = 32) -> str:
+        ids = self.tokenizer.encode(prefix[-400:])
+        start = len(ids)
+        for _ in range(max_tokens):
+            token = next(
+                (self.best[c] for n in range(self.order - 1, 0, -1) if (c := tuple(ids[-n:])) in self.best),
+                None,
+            )
+            if token is None:
+                break
+            ids.append(token)
+            if "\n" in self.tokenizer.decode([token]):
+                break
+        return first_line(self.tokenizer.decode(ids[start:]))
+
+
+def bench_lines(args: argparse.Namespace) -> dict:
+    from apps.code_assist.corpus import (
+        HELD_OUT_PACKAGES,
+        TRAINING_PACKAGES,
+        line_cases,
+        package_files,
+        package_root,
+    )
+    from apps.code_assist.repository_index import RepositoryIndex
+
+    cases = line_cases(HELD_OUT_PACKAGES, count=args.cases, seed=0)
+    indexes = {name: RepositoryIndex.build(package_root(name), progress=False) for name in HELD_OUT_PACKAGES}
+    predictions = _model_predictions(cases, indexes, adapter=args.adapter)
+    files = [f for name in TRAINING_PACKAGES for f in package_files(name)]
+    random.Random(0).shuffle(files)
+    from core_model import load_tokenizer
+
+    ngram = NgramModel(load_tokenizer("embedded"))
+    started = time.perf_counter()
+    trained_tokens = ngram.fit((f.read() for f in files), max_tokens=args.ngram_tokens)
+    ngram_s = time.perf_counter() - started
+    predictions["4-gram baseline"] = [ngram.complete_line(case.prefix) for case in cases]
+    rows = {}
+    for name, predicted in predictions.items():
+        exact = [p.strip() == c.target.strip() for p, c in zip(predicted, cases, strict=True)]
+        similarity = [
+            edit_similarity(p.strip(), c.target.strip()) for p, c in zip(predicted, cases, strict=True)
+        ]
+        rows[name] = {
+            "exact_match": round(sum(exact) / len(cases), 4),
+            "edit_similarity": round(sum(similarity) / len(cases), 4),
+        }
+    return {
+        "cases": len(cases),
+        "packages": list(HELD_OUT_PACKAGES),
+        "ngram_training_tokens": trained_tokens,
+        "ngram_fit_s": round(ngram_s, 1),
+        "results": rows,
+    }
+
+
+def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
+    import torch
+
+    from apps.code_assist.postprocess import postprocess
+    from apps.code_assist.prompts import CANDIDATE_CHARS, build_prompt
+    from core_model import load_model, load_tokenizer
+    from core_model.engine import Engine, SamplingParams
+    from core_model.fim import fim_template
+
+    tokenizer = load_tokenizer("embedded")
+    engine = Engine(load_model("embedded", dtype=torch.float32), tokenizer)
+    engine.load_adapter("code", adapter)
+    template = fim_template(tokenizer)
+    params = SamplingParams(
+        max_tokens=48, temperature=0, stop=("\n",), stop_token_ids=template.stop_ids(tokenizer)
+    )
+    runs = {
+        "adapter + context": ("code", True),
+        "adapter, no context": ("code", False),
+        "base, no adapter": (None, False),
+    }
+    out = {}
+    for name, (adapter_name, context) in runs.items():
+        prompts = []
+        for case in cases:
+            snippets = []
+            if context:
+                snippets = indexes[case.file.package].relevant_snippets(
+                    prefix=case.prefix,
+                    suffix=case.suffix,
+                    filepath=case.file.path,
+                    language="python",
+                    budget_chars=CANDIDATE_CHARS,
+                )
+            prompts.append(
+                build_prompt(
+                    template, prefix=case.prefix, suffix=case.suffix, language="python", snippets=snippets
+                ).text
+            )
+        started = time.perf_counter()
+        outputs = engine.generate(prompts, params, adapter=adapter_name)
+        print(f"  {name}: {len(prompts)} completions in {time.perf_counter() - started:.0f} s", flush=True)
+        out[name] = [
+            first_line(postprocess(o.text, prefix=c.prefix, suffix=c.suffix, language="python"))
+            for o, c in zip(outputs, cases, strict=True)
+        ]
+    return out
+
+
+# ----------------------------------------------------------------------------- pass@1
+
+
+def bench_pass_at_1(benchmark: str, args: argparse.Namespace) -> dict:
+    from apps.code_assist.evaluation import evaluate_model
+
+    report = evaluate_model(
+        benchmark=benchmark, model="embedded", samples=1, temperature=0.0, max_tokens=args.max_tokens,
+        limit=args.limit, progress=False,
+    )  # fmt: skip
+    return {
+        "problems": len(report.problems),
+        "pass@1": report.pass_at[1],
+        "statuses": dict(report.status_counts()),
+        "max_tokens": args.max_tokens,
+    }
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def bench_latency(args: argparse.Namespace) -> dict:
+    from apps.code_assist.corpus import HELD_OUT_PACKAGES, line_cases
+
+    cases = line_cases(HELD_OUT_PACKAGES, count=64, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = [
+            "--no-customer-service",
+            "--code-database",
+            f"sqlite:///{tmp}/code.db",
+            "--code-max-tokens",
+            "32",
+        ]
+        with suite_server(options, log=Path(tmp, "server.log")) as url:
+            return {
+                f"c{c}": _latency(url, cases, clients=c, requests=args.requests) for c in args.concurrency
+            }
+
+
+def _latency(url: str, cases, *, clients: int, requests: int) -> dict:
+    import httpx
+
+    def client_loop(n: int) -> list[float]:
+        times = []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for i in range(requests):
+                case = cases[(n * requests + i) % len(cases)]
+                body = {
+                    "language": "python",
+                    "segments": {"prefix": case.prefix, "suffix": case.suffix, "filepath": case.file.path},
+                }
+                started = time.perf_counter()
+                http.post("/code/v1/completions", json=body).raise_for_status()
+                times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    client_loop(0)  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        times = [t for ts in pool.map(client_loop, range(clients)) for t in ts]
+    wall = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": len(times),
+        "p50_ms": round(percentile(times, 50), 1),
+        "p95_ms": round(percentile(times, 95), 1),
+        "requests_per_s": round(len(times) / wall, 2),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def table(report: dict) -> list[str]:
+    lines = []
+    if "lines" in report:
+        where = ", ".join(report["lines"]["packages"])
+        lines += [f"\nLine completion, {report['lines']['cases']} cursors in {where} (held out)"]
+        rows = [["model", "exact match", "edit similarity"]]
+        rows += [
+            [name, f"{r['exact_match']:.3f}", f"{r['edit_similarity']:.3f}"]
+            for name, r in report["lines"]["results"].items()
+        ]
+        lines += aligned_rows(rows)
+    passes = [b for b in ("humaneval", "mbpp") if b in report]
+    if passes:
+        lines += ["\npass@1 (greedy) of the embedded base model, sandboxed"]
+        rows = [["benchmark", "problems", "pass@1", "statuses"]]
+        rows += [
+            [
+                b,
+                str(report[b]["problems"]),
+                f"{100 * report[b]['pass@1']:.2f}%",
+                json.dumps(report[b]["statuses"]),
+            ]
+            for b in passes
+        ]
+        lines += aligned_rows(rows)
+    if "latency" in report:
+        lines += ["\nPOST /code/v1/completions over loopback, at most 32 new tokens"]
+        rows = [["clients", "requests", "P50 ms", "P95 ms", "req/s"]]
+        rows += [
+            [
+                str(r["clients"]),
+                str(r["requests"]),
+                str(r["p50_ms"]),
+                str(r["p95_ms"]),
+                str(r["requests_per_s"]),
+            ]
+            for k, r in report["latency"].items()
+            if k.startswith("c")
+        ]
+        lines += aligned_rows(rows)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from apps.code_assist.settings import ASSETS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", type=comma_separated(str), default=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="small slices of every section")
+    parser.add_argument("--adapter", default=str(ASSETS / "fim"))
+    parser.add_argument("--cases", type=int, default=300, help="line-completion cursors")
+    parser.add_argument(
+        "--ngram-tokens", type=int, default=NGRAM_MAX_TOKENS, help="the baseline's training tokens"
+    )
+    parser.add_argument("--limit", type=int, help="problems per pass@1 benchmark (quick runs)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="per pass@1 completion")
+    parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 4])
+    parser.add_argument("--requests", type=int, default=30, help="completions per client")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/code_assist.json")
+    args = parser.parse_args(argv)
+    if unknown := set(args.sections) - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    if args.quick:
+        args.cases, args.limit, args.max_tokens, args.requests, args.ngram_tokens = 12, 3, 32, 3, 100_000
+    benches = {
+        "lines": bench_lines,
+        "humaneval": lambda a: bench_pass_at_1("humaneval", a),
+        "mbpp": lambda a: bench_pass_at_1("mbpp", a),
+        "latency": bench_latency,
+    }
+    report: dict = {"environment": environment(["cpu"]), "quick": args.quick}
+    for name in SECTIONS:
+        if name in args.sections:
+            started = time.perf_counter()
+            report[name] = benches[name](args)
+            report[name]["section_s"] = round(time.perf_counter() - started, 1)
+            print(f"{name}: {json.dumps(report[name])[:300]}", flush=True)
+    print("\n".join(table(report)))
+    write_report(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
