@@ -127,6 +127,19 @@ def test_stream_yields_each_token_then_finishes(model):
     assert outputs[-1].finished and not any(o.finished for o in outputs[:-1])
 
 
+def test_the_stream_worker_sets_its_own_threads_and_leaves_the_callers(model):
+    engine = Engine(model, config=EngineConfig(worker_threads=1))
+    seen = []
+    engine.step = lambda step=engine.step: (seen.append(torch.get_num_threads()), step())[1]
+    before = torch.get_num_threads()
+
+    async def collect():
+        return [output async for output in engine.stream(_prompts([5], seed=6)[0], GREEDY)]
+
+    asyncio.run(collect())
+    assert set(seen) == {1} and torch.get_num_threads() == before
+
+
 def test_a_request_that_cannot_fit_is_refused(model):
     engine = Engine(model, config=EngineConfig(max_cache_tokens=32))
     with pytest.raises(ValueError, match="exceeds the cache's 32 tokens"):
