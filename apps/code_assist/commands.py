@@ -7,6 +7,7 @@
     verticals code eval humaneval --limit 5 --max-tokens 64              # a quick check
     verticals code train --out apps/code_assist/assets/fim              # the FIM adapter (~40 min)
     verticals code ui --api http://127.0.0.1:8000                       # the Streamlit page
+    VERTICALS_API_KEY=KEY verticals code ui                             # against a suite with a key
 
 Arguments are parsed here and handed to `repository_index.py`, `evaluation.py`, `training.py`
 and Streamlit.
@@ -15,6 +16,7 @@ and Streamlit.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -59,6 +61,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int, default=1)
     ui = kinds.add_parser("ui", help="the Streamlit page: playground, evaluations, acceptance")
     ui.add_argument("--api", default="http://127.0.0.1:8000", help="the suite's URL")
+    ui.add_argument(
+        "--api-key", default=os.environ.get("VERTICALS_API_KEY"),
+        help="the suite's key, if it was started with one (default: $VERTICALS_API_KEY)",
+    )  # fmt: skip
     ui.add_argument("--port", type=int, default=8502)
     ui.add_argument("--host", default="127.0.0.1")
 
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.code_command == "train":
         _train(args)
     elif args.code_command == "ui":
-        sys.exit(ui_process(api=args.api, port=args.port, host=args.host).wait())
+        sys.exit(ui_process(api=args.api, api_key=args.api_key, port=args.port, host=args.host).wait())
 
 
 def _index(args: argparse.Namespace) -> None:
@@ -122,11 +128,17 @@ def _train(args: argparse.Namespace) -> None:
     print(f"verticals: code adapter written to {result.path}; best dev {result.metrics['best']}")
 
 
-def ui_process(*, api: str, port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
-    """`streamlit run ui.py` against the API at `api`; the caller waits for it or stops it."""
+def ui_process(
+    *, api: str, port: int, host: str = "127.0.0.1", api_key: str | None = None
+) -> subprocess.Popen[bytes]:
+    """`streamlit run ui.py` against the API at `api` (with `api_key` if given); the caller waits
+    for it or stops it."""
     command = [
         sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
         "--server.headless", "true", "--server.port", str(port), "--server.address", host,
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", "--api", api,
     ]  # fmt: skip
-    return subprocess.Popen(command)
+    # NOTE: the key travels in the page's environment (its `--api-key` default), not in argv,
+    # which `ps` shows to every user of the machine.
+    env = {**os.environ, "VERTICALS_API_KEY": api_key} if api_key else None
+    return subprocess.Popen(command, env=env)

@@ -65,20 +65,23 @@ def train_fim(run: FimRun) -> AdapterResult:
         config=config,
         progress=run.progress,
     )
-    _write_card(run, result, sources)
+    write_card(run, result.metrics, sources)
     return result
 
 
-def _write_card(run: FimRun, result: AdapterResult, sources: dict[str, str]) -> None:
-    metrics = result.metrics
+def write_card(run: FimRun, metrics: dict, sources: dict[str, str]) -> None:
+    """The adapter's README.md: what it was trained on, how long, and its best dev loss."""
     lines = [
         "# The code adapter (fill-in-the-middle)",
         "",
-        f"LoRA (rank {run.rank}) on `{run.base}`, trained by `verticals code train` on {run.examples:,} "
-        f"fill-in-the-middle examples (prefix-suffix-middle, loss on the middle only) for {run.epochs} "
-        f"epoch(s); {CONTEXT_SHARE:.0%} of them carry snippets retrieved from the rest of their package, "
-        f"as served. Best dev loss {metrics['best']['loss']:.3f} on {run.dev_examples} examples from files "
-        "kept aside.",
+        f"LoRA (rank {run.rank}) on `{run.base}`, trained by `verticals code train` on "
+        f"{metrics['train_examples']:,} fill-in-the-middle examples (prefix-suffix-middle, loss on the "
+        f"middle only; of {run.examples:,} cut, those whose middle starts past {run.max_length} tokens "
+        f"are skipped) for {run.epochs} epoch(s), {metrics['steps']} steps in "
+        f"{metrics['seconds'] / 60:.0f} min on the CPU. {CONTEXT_SHARE:.0%} of the examples carry "
+        "snippets retrieved from the rest of their package, as served. Best dev loss "
+        f"{metrics['best']['loss']:.3f} nats per middle token on {metrics['dev_examples']} examples "
+        "from files kept aside.",
         "",
         "## Training text",
         "",

@@ -11,7 +11,8 @@ Evaluations: the `verticals code eval` reports (pass@k per benchmark and model).
 completions served, shown and accepted per language.
 
 It is only a client: it talks to `/code` over HTTP (`client.py`), imports no torch and keeps
-nothing but view state. The API URL comes from `--api`, else $VERTICALS_API_URL, else :8000.
+nothing but view state. The API URL comes from `--api`, else $VERTICALS_API_URL, else :8000; the
+suite's key, if it has one, from `--api-key`, else $VERTICALS_API_KEY.
 """
 
 from __future__ import annotations
@@ -32,20 +33,23 @@ EXAMPLE_PREFIX = 'def mean(values: list[float]) -> float:\n    """The arithmetic
 EXAMPLE_SUFFIX = "\n\n\nprint(mean([1.0, 2.0, 4.5]))\n"
 
 
-def api_url(argv: list[str]) -> str:
+def api_args(argv: list[str]) -> argparse.Namespace:
+    """`--api URL` and `--api-key KEY` (for a suite started with one), read once here."""
     parser = argparse.ArgumentParser(prog="ui.py", add_help=False)
     parser.add_argument("--api", default=os.environ.get("VERTICALS_API_URL", DEFAULT_URL))
-    return parser.parse_known_args(argv)[0].api
+    parser.add_argument("--api-key", default=os.environ.get("VERTICALS_API_KEY"))
+    return parser.parse_known_args(argv)[0]
 
 
 @st.cache_resource
-def client_for(url: str) -> CodeClient:
-    return CodeClient(url)
+def client_for(url: str, api_key: str | None) -> CodeClient:
+    return CodeClient(url, api_key=api_key)
 
 
 def main() -> None:
     st.set_page_config(page_title="Code assist", page_icon=":material/code:", layout="wide")
-    client = client_for(api_url(sys.argv[1:]))
+    args = api_args(sys.argv[1:])
+    client = client_for(args.api, args.api_key)
     pages = [
         st.Page(
             lambda: render_playground(client), title="Playground", icon=":material/edit:", url_path="play"
@@ -76,8 +80,12 @@ def render_playground(client: CodeClient) -> None:
     if st.button("Complete", type="primary"):
         try:
             started = time.perf_counter()
-            completion = client.complete(prefix=prefix, suffix=suffix, language=language, filepath=filepath)
-            client.event("view", completion_id=completion.id)
+            with st.spinner("Completing…"):
+                completion = client.complete(
+                    prefix=prefix, suffix=suffix, language=language, filepath=filepath
+                )
+            if completion.choices and completion.choices[0].text:  # as editors do: only what is shown
+                client.event("view", completion_id=completion.id)
         except ApiError as error:
             st.error(error.message)
             return
@@ -100,11 +108,11 @@ def render_completion(
         f'{html.escape(prefix)}<mark id="completion">{html.escape(text)}</mark>{html.escape(suffix)}</pre>'
     )
     accept, dismiss, _ = st.columns([1, 1, 4])
-    elapsed = int((time.monotonic() - shown_at) * 1000)
-    if accept.button("Accept", disabled=not text):
-        _report(client, "select", completion.id, elapsed, "Accepted.")
-    if dismiss.button("Dismiss", disabled=not text):
-        _report(client, "dismiss", completion.id, elapsed, "Dismissed.")
+    # NOTE: callbacks, not `if st.button(...)`: they run before the rerun draws the page, so an
+    # answered completion is gone at once instead of staying with buttons that count it twice.
+    event = {"client": client, "completion_id": completion.id, "shown_at": shown_at}
+    accept.button("Accept", disabled=not text, on_click=_report, kwargs={**event, "kind": "select"})
+    dismiss.button("Dismiss", disabled=not text, on_click=_report, kwargs={**event, "kind": "dismiss"})
     snippets = completion.debug_data.snippets if completion.debug_data else None
     with st.expander(f"Repository snippets in the prompt ({len(snippets or [])})"):
         for snippet in snippets or []:
@@ -112,13 +120,16 @@ def render_completion(
             st.code(snippet.body, language=None)
 
 
-def _report(client: CodeClient, kind: str, completion_id: str, elapsed_ms: int, done: str) -> None:
+def _report(*, client: CodeClient, kind: str, completion_id: str, shown_at: float) -> None:
+    """Accept or Dismiss: the event with the time the completion was on screen, then the
+    completion leaves the page."""
+    elapsed_ms = int((time.monotonic() - shown_at) * 1000)
     try:
         client.event(kind, completion_id=completion_id, elapsed_ms=elapsed_ms)
     except ApiError as error:
         st.error(error.message)
         return
-    st.toast(done)
+    st.toast("Accepted." if kind == "select" else "Dismissed.")
     del st.session_state["shown"]
 
 

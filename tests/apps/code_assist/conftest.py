@@ -1,11 +1,14 @@
 """The suite's app with the code-assist router, served by a real uvicorn on loopback: the embedded
-model, the shipped code adapter, a fresh SQLite file and the index of a tiny repository.
+model, the shipped code adapter, a fresh SQLite file and the index of a tiny repository; and the
+Streamlit page (`ui.py`) pointed at it, in a subprocess on a free port.
 
 .venv/bin/python -m pytest tests/apps/code_assist -q
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +19,11 @@ from apps.code_assist.repository_index import RepositoryIndex
 from apps.code_assist.settings import CodeAssistSettings
 from apps.suite import create_app
 from core_model.serve import ServeSettings
-from tests.loopback import serving
+from tests.loopback import ROOT, free_port, serving, start, stop
 
 API_KEY = "test-key"
+UI_SCRIPT = ROOT / "apps" / "code_assist" / "ui.py"
+UI_START_S = 60
 
 REPOSITORY = {
     "shop/money.py": '''
@@ -69,3 +74,43 @@ def suite(code_settings) -> Iterator[str]:
     app = create_app(ServeSettings(model="embedded", api_key=API_KEY), code_assist=code_settings)
     with serving(app) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def ui_url(suite, tmp_path_factory) -> Iterator[str]:
+    """The code-assist page (`streamlit run ui.py -- --api SUITE --api-key KEY`) on a free port."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+        "--", "--api", suite, "--api-key", API_KEY,
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("code_ui") / "ui.log"
+    page = start(command, health=f"{url}/_stcore/health", log=log, timeout_s=UI_START_S)
+    try:
+        yield url
+    finally:
+        stop(page)
+
+
+def write_report(folder: Path, *, pass_at_1: float = 0.0) -> Path:
+    """A small `verticals code eval` report of two HumanEval problems, as the API lists it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {
+        "settings": {
+            "benchmark": "humaneval",
+            "model": "embedded",
+            "adapter": None,
+            "samples": 1,
+            "temperature": 0.0,
+        },
+        "pass@1": pass_at_1,
+        "statuses": {"passed": round(2 * pass_at_1), "failed": 2 - round(2 * pass_at_1)},
+        "problems": [{"task_id": "HumanEval/0"}, {"task_id": "HumanEval/1"}],
+    }
+    # One name for every test: the folder holds one report whichever test runs first.
+    path = folder / "humaneval-embedded.json"
+    path.write_text(json.dumps(report))
+    return path

@@ -7,13 +7,12 @@ server settings, completions with segments, then view / select / dismiss events 
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.apps.code_assist.conftest import API_KEY
+from tests.apps.code_assist.conftest import API_KEY, write_report
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CART_PREFIX = "from shop.money import to_cents\n\n\ndef total(cart):\n    return sum("
@@ -131,20 +130,7 @@ def test_completions_need_the_key_when_the_suite_has_one(suite):
 
 def test_the_evaluation_reports_are_listed_and_junk_is_skipped(http, code_settings):
     folder = Path(code_settings.evaluations_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    report = {
-        "settings": {
-            "benchmark": "humaneval",
-            "model": "embedded",
-            "adapter": None,
-            "samples": 1,
-            "temperature": 0.0,
-        },
-        "pass@1": 0.0,
-        "statuses": {"failed": 2},
-        "problems": [{"task_id": "HumanEval/0"}, {"task_id": "HumanEval/1"}],
-    }
-    (folder / "humaneval-embedded.json").write_text(json.dumps(report))
+    write_report(folder, pass_at_1=0.0)
     (folder / "notes.json").write_text("[1, 2]")
     [listed] = http.get("/v1/evaluations").json()
     assert (listed["benchmark"], listed["problems"], listed["pass_at"]) == ("humaneval", 2, {"pass@1": 0.0})

@@ -12,55 +12,18 @@ VERTICALS_TEST_SUITE_URL=http://127.0.0.1:8000 runs the same tests against a sui
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.loopback import free_port, start, stop
 
 ROOT = Path(__file__).resolve().parents[3]
 UI_SCRIPT = ROOT / "apps" / "customer_service" / "ui.py"
 SUITE_START_S = 300  # model, adapters and the MiniLM index of the demo knowledge base, on a busy CPU
 CONSOLE_START_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:  # a tiny race with other processes is acceptable in tests
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start(command: list[str], *, health: str, log: Path, timeout_s: float) -> subprocess.Popen:
-    """Starts `command` (output to `log`) and returns once `health` answers 200; fails with the
-    tail of the log when the process exits or `timeout_s` passes first."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(health, timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            tail = log.read_text(errors="replace")[-3000:]
-            pytest.fail(f"{' '.join(command[:6])} ... did not come up at {health}:\n{tail}", pytrace=False)
-        time.sleep(0.25)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")

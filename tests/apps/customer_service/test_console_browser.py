@@ -12,39 +12,25 @@ import contextlib
 import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+
+from tests.browser import chromium_page
 
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "images" / "customer_service_console.png"
 MODEL_S = 180  # a parse, a retrieval or a whole draft on a busy CPU
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-]
 
 
 @pytest.fixture(scope="module")
 def console_page(console_url):
-    if not CHROMIUM.exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: `apt-get install chromium` to run the browser tests")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1050})
-        page.set_default_timeout(MODEL_S * 1000)
-        page.goto(console_url)
+    with chromium_page(console_url, width=1500, height=1050, timeout_s=MODEL_S) as page:
         yield page
-        browser.close()
 
 
 def test_an_agent_reads_the_intent_gets_suggestions_and_streams_a_draft(console_page):
