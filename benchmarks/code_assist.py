@@ -11,7 +11,8 @@ Sections:
   longer length) of what the service would return (prompt, engine, post-processing; its first
   line), for: the code adapter with repository context (the package's own index, the current file
   left out) and without, the base model without the adapter, and a token 4-gram model (stupid
-  backoff) counted over the adapter's training packages.
+  backoff) counted over the adapter's training packages; plus the adapter's raw output before
+  post-processing, to show what the syntax check drops.
 - humaneval, mbpp: pass@1 (greedy) of the embedded base model, every completion executed in the
   sandbox of `evaluation.py`.
 - latency: `verticals serve` in its own process; `POST /code/v1/completions` with 32 new tokens at
@@ -194,6 +195,8 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
             first_line(postprocess(o.text, prefix=c.prefix, suffix=c.suffix, language="python"))
             for o, c in zip(outputs, cases, strict=True)
         ]
+        if name == "adapter + context":  # what post-processing (scope, syntax) costs or gains
+            out[f"{name}, raw model output"] = [first_line(o.text) for o in outputs]
     return out
 
 

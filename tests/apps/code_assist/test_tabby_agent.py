@@ -22,6 +22,8 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # Documents the embedded model completes (greedy, so the same way every time): the first it
 # completes with some text is used, as the agent hands no empty completion to the editor.
 CANDIDATES = [
+    ('def mean(values: list[float]) -> float:\n    """The arithmetic mean."""\n    return ', "\n"),
+    ("import os\n\npath = os.", "\n"),
     ("x = ", "\n"),
     ("class Cart:\n    def __init__(self):\n        self.", "\n"),
     ("def area(width, height):\n    return ", ""),
