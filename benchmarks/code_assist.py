@@ -40,6 +40,7 @@ from benchmarks.common import (  # noqa: E402
     comma_separated,
     environment,
     percentile,
+    run_sections,
     suite_server,
     write_report,
 )
@@ -344,12 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         "latency": bench_latency,
     }
     report: dict = {"environment": environment(["cpu"]), "quick": args.quick}
-    for name in SECTIONS:
-        if name in args.sections:
-            started = time.perf_counter()
-            report[name] = benches[name](args)
-            report[name]["section_s"] = round(time.perf_counter() - started, 1)
-            print(f"{name}: {json.dumps(report[name])[:300]}", flush=True)
+    run_sections(report, sections=SECTIONS, chosen=args.sections, benches=benches, args=args)
     print("\n".join(table(report)))
     write_report(report, args.out)
     return report

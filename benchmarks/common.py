@@ -97,6 +97,17 @@ def suite_server(options: list[str], *, log: Path, timeout_s: float = 300) -> It
         server.wait(timeout=30)
 
 
+def run_sections(report: dict, *, sections: tuple[str, ...], chosen: list[str], benches: dict, args) -> None:
+    """Runs each chosen section in `sections` order into `report[name]`, timing it, and prints a
+    line per section as it ends (a long run shows progress)."""
+    for name in sections:
+        if name in chosen:
+            started = time.perf_counter()
+            report[name] = benches[name](args)
+            report[name]["section_s"] = round(time.perf_counter() - started, 1)
+            print(f"{name}: {json.dumps(report[name])[:300]}", flush=True)
+
+
 def write_report(report: dict, out: Path) -> None:
     """The benchmark's JSON, written where `--out` says."""
     out.parent.mkdir(parents=True, exist_ok=True)

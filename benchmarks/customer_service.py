@@ -22,7 +22,6 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     comma_separated,
     environment,
     percentile,
+    run_sections,
     suite_server,
     write_report,
 )
@@ -377,12 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     benches = {"intents": bench_intents, "slots": bench_slots, "retrieval": bench_retrieval}
     benches |= {"multiturn": bench_multiturn, "latency": bench_latency}
     report: dict = {"environment": environment(["cpu"]), "quick": args.quick}
-    for name in SECTIONS:
-        if name in args.sections:
-            started = time.perf_counter()
-            report[name] = benches[name](args)
-            report[name]["section_s"] = round(time.perf_counter() - started, 1)
-            print(f"{name}: {json.dumps(report[name])[:300]}", flush=True)
+    run_sections(report, sections=SECTIONS, chosen=args.sections, benches=benches, args=args)
     print("\n".join(table(report)))
     write_report(report, args.out)
     return report

@@ -32,10 +32,7 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -47,6 +44,7 @@ import numpy as np
 
 from apps.code_assist.chunking import Chunk, chunk_source
 from apps.code_assist.languages import canonical, language_for_path
+from core_model.folders import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -361,16 +359,10 @@ class RepositoryIndex:
         directory = Path(directory)
         if directory.exists() and any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file():
             raise RepositoryIndexError(f"{directory} is a non-empty folder but not a repository index")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with staged_folder(directory) as staging:
             chunks = [asdict(chunk) for chunk in self.chunks]
             (staging / CHUNKS_FILE).write_text(json.dumps(chunks, ensure_ascii=False), encoding="utf-8")
             (staging / MANIFEST_FILE).write_text(json.dumps(self._manifest(), indent=2) + "\n")
-            _swap_in(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return directory
 
     def _manifest(self) -> dict[str, Any]:
@@ -401,17 +393,6 @@ class RepositoryIndex:
 
 def _family(language: str | None) -> str | None:
     return FAMILIES.get(language, language) if language else None
-
-
-def _swap_in(staging: Path, directory: Path) -> None:
-    """Renames `staging` to `directory`, replacing an older index there."""
-    if not directory.exists():
-        os.rename(staging, directory)
-        return
-    retired = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(directory, retired)
-    os.rename(staging, directory)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _read_json(path: Path) -> Any:

@@ -29,10 +29,7 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import threading
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +44,7 @@ from langchain_core.retrievers import BaseRetriever
 from rank_bm25 import BM25Okapi
 
 from apps.customer_service.knowledge_base import DEMO_KB, KnowledgeBaseError, Passage, read_sources
+from core_model.folders import staged_folder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -306,18 +304,12 @@ class KnowledgeBase:
         directory = Path(directory)
         if directory.exists() and any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file():
             raise KnowledgeBaseError(f"{directory} is a non-empty folder but not a knowledge-base index")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with staged_folder(directory) as staging:
             faiss.write_index(self.index, str(staging / INDEX_FILE))
             with open(staging / PASSAGES_FILE, "w", encoding="utf-8") as file:
                 for passage in self.passages:
                     file.write(json.dumps(asdict(passage), ensure_ascii=False) + "\n")
             (staging / MANIFEST_FILE).write_text(json.dumps(self._manifest(), indent=2) + "\n")
-            _swap_in(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return directory
 
     def _manifest(self) -> dict[str, Any]:
@@ -362,17 +354,6 @@ def _embed_passages(passages: list[Passage], *, embeddings: Embeddings, progress
         starts = tqdm(starts, desc="embedding passages", unit="chunk")
     chunks = [_unit_rows(embeddings.embed_documents(texts[s : s + EMBED_CHUNK])) for s in starts]
     return np.ascontiguousarray(np.concatenate(chunks))
-
-
-def _swap_in(staging: Path, directory: Path) -> None:
-    """Renames `staging` to `directory`, replacing an older index there."""
-    if not directory.exists():
-        os.rename(staging, directory)
-        return
-    retired = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(directory, retired)
-    os.rename(staging, directory)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
