@@ -71,11 +71,17 @@ def postprocess(completion: str, *, prefix: str, suffix: str, language: str | No
 # --- 1. scope ---------------------------------------------------------------------------------------
 
 
+def is_mid_line(suffix: str) -> bool:
+    """Whether the cursor has text after it on its line (auto-closed characters aside): its
+    completion ends with the line, so a generator may stop at the first line break."""
+    return not set(_line_tail(suffix).strip()) <= AUTO_CLOSED
+
+
 def limit_scope(completion: str, *, prefix: str, suffix: str, language: str | None) -> str:
     """The part of `completion` that belongs at the cursor (rules in the module docstring)."""
-    head, tail = _line_head(prefix), _line_tail(suffix)
+    head = _line_head(prefix)
     lines = completion.split("\n")
-    if not set(tail.strip()) <= AUTO_CLOSED:
+    if is_mid_line(suffix):
         return lines[0]
     if not head.strip():
         return _block(lines, head=head, floor=-1, suffix=suffix)

@@ -37,7 +37,7 @@ from core_model.train.adapters import adapter_base
 from . import store
 from .database import MIGRATIONS
 from .languages import canonical
-from .postprocess import postprocess
+from .postprocess import is_mid_line, postprocess
 from .prompts import CANDIDATE_CHARS, CompletionPrompt, build_prompt
 from .repository_index import RepositoryIndex, Snippet
 from .schemas import (
@@ -134,6 +134,8 @@ class CodeAssist:
             temperature=self.settings.temperature if request.temperature is None else request.temperature,
             seed=request.seed,
             stop_token_ids=self.template.stop_ids(self.engine.tokenizer),
+            # Mid-line, post-processing keeps one line: generating past it is wasted time.
+            stop=("\n",) if segments is not None and is_mid_line(segments.suffix or "") else (),
         )
         raw = await self._generate(prompt.text, params)
         if debug and debug.raw_prompt:

@@ -6,10 +6,15 @@ OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/apps/code_assist/test_postpro
 import pytest
 
 from apps.code_assist import postprocess as postprocess_module
-from apps.code_assist.postprocess import MAX_CHECKS, postprocess
+from apps.code_assist.postprocess import MAX_CHECKS, is_mid_line, postprocess
 
 PY_FUNCTION = "def f(x):\n    "  # a cursor on a new line of a function body
 PY_AFTER = "\n    return x\n"
+
+
+def test_text_after_the_cursor_makes_it_mid_line_but_auto_closed_brackets_do_not():
+    assert is_mid_line(", c)\nnext = 1\n")
+    assert not is_mid_line(")]\nnext = 1\n") and not is_mid_line("\nnext = 1\n")
 
 
 def test_mid_line_cursor_stops_at_end_of_line():
