@@ -32,6 +32,8 @@ from apps.code_assist import commands as code_commands
 from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service import commands as cs_commands
 from apps.customer_service.settings import CustomerServiceSettings
+from apps.medical import commands as medical_commands
+from apps.medical.settings import MedicalSettings
 from core_model import ConfigError, MoEConfig
 from core_model.checkpoint import ASSETS
 from core_model.config import PRESETS
@@ -99,13 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         help=f"code assist: new tokens per completion at most (default {CodeAssistSettings.max_tokens})",
     )  # fmt: skip
     serve.add_argument("--no-code-assist", action="store_true", help="leave the /code router out")
+    serve.add_argument(
+        "--medical-registry", default=MedicalSettings.registry,
+        help="medical: the adapter registry the federation publishes to (default: %(default)s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--medical-rounds-database", default=MedicalSettings.rounds_database,
+        help="medical: the database `verticals fed run` records rounds in (default: %(default)s)",
+    )  # fmt: skip
+    serve.add_argument("--no-medical", action="store_true", help="leave the /medical router out")
     run = commands.add_parser("run", help="the suite's API and the customer-service console (`make run`)")
     run.add_argument("--port", type=int, default=8000, help="API port")
     run.add_argument("--console-port", type=int, default=8501, help="customer-service console port")
     run.add_argument("--code-port", type=int, default=8502, help="code-assist page port")
+    run.add_argument("--medical-port", type=int, default=8503, help="medical federation page port")
     _add_train_commands(commands)
     cs_commands.add_commands(commands)
     code_commands.add_commands(commands)
+    medical_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -120,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             cs_commands.run(args)
         elif args.command == "code":
             code_commands.run(args)
+        elif args.command in ("fed", "medical"):
+            medical_commands.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"verticals: error: {error}", file=sys.stderr)
         return 2
@@ -163,7 +178,12 @@ def run_server(args: argparse.Namespace) -> None:
             adapter=args.code_adapter,
             max_tokens=args.code_max_tokens,
         )
-    app = create_app(settings, customer_service=customer_service, code_assist=code_assist)
+    medical = None
+    if not args.no_medical:
+        medical = MedicalSettings(
+            registry=args.medical_registry, rounds_database=args.medical_rounds_database
+        )
+    app = create_app(settings, customer_service=customer_service, code_assist=code_assist, medical=medical)
     auth = "Bearer key required" if settings.api_key else "no API key"
     print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
@@ -177,9 +197,11 @@ def run_suite(args: argparse.Namespace) -> None:
     pages = [
         cs_commands.console_process(api=api, port=args.console_port),
         code_commands.ui_process(api=api, port=args.code_port),
+        medical_commands.ui_process(api=api, port=args.medical_port),
     ]
     print(f"verticals: agent console at http://127.0.0.1:{args.console_port} (API {api})")
     print(f"verticals: code assist at http://127.0.0.1:{args.code_port}; editors: {api}/code")
+    print(f"verticals: medical federation page at http://127.0.0.1:{args.medical_port}")
     try:
         main(["serve", "--port", str(args.port)])
     finally:

@@ -1,5 +1,5 @@
 """The suite's one FastAPI app: the model loaded once, the OpenAI-compatible API, and every
-vertical's router (customer service under /cs, code assist under /code).
+vertical's router (customer service under /cs, code assist under /code, medical under /medical).
 
     verticals serve                                   # this app under uvicorn on 127.0.0.1:8000
     verticals serve --model CHECKPOINT --port 8001    # a Hugging Face directory with tokenizer files
@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service.settings import CustomerServiceSettings
+from apps.medical.settings import MedicalSettings
 from core_model import load_model, load_tokenizer
 from core_model.checkpoint import serving_dtype
 from core_model.engine import Engine, EngineConfig
@@ -32,6 +33,7 @@ def create_app(
     *,
     customer_service: CustomerServiceSettings | None = None,
     code_assist: CodeAssistSettings | None = None,
+    medical: MedicalSettings | None = None,
 ) -> FastAPI:
     """Loads the model, tokenizer, engine and adapters that `settings` name, and mounts every router:
     each vertical's when its settings are given (they share the engine: drafts, completions).
@@ -68,4 +70,9 @@ def create_app(
         from apps.code_assist.service import CodeAssist
 
         code_api.mount(app, CodeAssist.start(code_assist, engine=engine, base=settings.model))
+    if medical is not None:
+        from apps.medical import api as medical_api
+        from apps.medical.service import MedicalService
+
+        medical_api.mount(app, MedicalService.start(medical))
     return app

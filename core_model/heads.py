@@ -54,11 +54,20 @@ class SequenceClassificationHead(Head):
 
 
 class TokenClassificationHead(Head):
-    """Dropout and a Linear on every position: [B, T, D] -> logits [B, T, L]."""
+    """Dropout and a Linear on every position: [B, T, D] -> logits [B, T, L].
 
-    def __init__(self, *, hidden_size: int, num_labels: int, dropout: float = 0.0):
+    `bidirectional`: the trunk under this head runs without its causal mask, so every token's
+    state reads the whole sentence (the LoRA adapter trained with the head learns to use it).
+    """
+
+    def __init__(
+        self, *, hidden_size: int, num_labels: int, dropout: float = 0.0, bidirectional: bool = False
+    ):
         super().__init__()
-        self.config = dict(hidden_size=hidden_size, num_labels=num_labels, dropout=dropout)
+        self.config = dict(
+            hidden_size=hidden_size, num_labels=num_labels, dropout=dropout, bidirectional=bidirectional
+        )
+        self.bidirectional = bidirectional
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
 

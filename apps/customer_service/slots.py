@@ -24,15 +24,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 from core_model import MoEForCausalLM, Tokenizer
 from core_model.datasets import dataset_dir
+from core_model.tagging import Word, spans_to_tags, tags_to_spans, words_with_offsets
 from core_model.train.adapters import TaskModel, load_for_inference
-from core_model.train.examples import IGNORE_INDEX, Encoded, encode_words
-from core_model.train.metrics import bio_spans
 
 from .validators import Entity, find_key_fields
 
@@ -54,9 +52,6 @@ log = logging.getLogger(__name__)
 NLUPP = "nlupp_banking"
 NLUPP_FOLDS = 20
 EXTRACTOR = "slot-tagger"
-# A number with its thousands and decimal separators (1,250.50) is one word; so is any run of word
-# characters; any other non-space character is a word of its own.
-WORD_PATTERN = re.compile(r"\d+(?:[.,]\d+)*|\w+|[^\w\s]")
 # The 13 slot types of NLU++ banking, sorted (a test checks them against the 20 folds).
 SLOT_TYPES = [
     "amount_of_money", "company_name", "date", "date_from", "date_period", "date_to", "number",
@@ -64,13 +59,7 @@ SLOT_TYPES = [
 ]  # fmt: skip
 BIO_LABELS = ["O"] + [f"{prefix}-{slot}" for slot in SLOT_TYPES for prefix in ("B", "I")]
 
-Word = tuple[str, int, int]  # the word, its start and end (exclusive) character offsets
 Span = tuple[str, int, int]  # slot type, start and end (exclusive) character offsets
-
-
-def words_with_offsets(text: str) -> list[Word]:
-    """The words of `text` (WORD_PATTERN) and their character offsets."""
-    return [(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text)]
 
 
 # ----------------------------------------------------------------------------- NLU++ data
@@ -102,17 +91,10 @@ def nlupp_example(row: dict[str, Any]) -> dict[str, Any]:
     words = words_with_offsets(text)
     slots = row.get("slots", {})
     spans = sorted(((slot, *value["span"]) for slot, value in slots.items()), key=lambda s: s[1])
-    tags = ["O"] * len(words)
-    cut_spans = []
-    for slot, start, end in spans:
-        inside = [i for i, (_, w_start, w_end) in enumerate(words) if w_start < end and w_end > start]
-        if any(tags[i] != "O" for i in inside):
-            raise ValueError(f"NLU++ slots overlap in {text!r}: {spans}")
-        for n, i in enumerate(inside):
-            tags[i] = f"{'B' if n == 0 else 'I'}-{slot}"
-        cuts_a_word = any(w_start < edge < w_end for _, w_start, w_end in words for edge in (start, end))
-        if cuts_a_word or not inside:
-            cut_spans.append((slot, start, end))
+    try:
+        tags, cut_spans = spans_to_tags(words, spans)
+    except ValueError as error:
+        raise ValueError(f"NLU++ slots overlap in {text!r}: {spans}") from error
     tokens = [word for word, _, _ in words]
     return {"tokens": tokens, "tags": tags, "text": text, "spans": spans, "cut_spans": cut_spans}
 
@@ -145,16 +127,10 @@ def tags_to_entities(
     entity. The value is the text from the first word's start to the last word's end;
     `confidences` (one per word) give the entity the mean of its words'.
     """
-    if len(words) != len(tags):
-        raise ValueError(f"{len(words)} words but {len(tags)} tags")
-    entities = []
-    for slot, first, last in sorted(bio_spans(tags), key=lambda s: s[1]):
-        start, end = words[first][1], words[last - 1][2]
-        confidence = None
-        if confidences is not None:
-            confidence = round(sum(confidences[first:last]) / (last - first), 4)
-        entities.append(Entity(slot, text[start:end], start, end, confidence, extractor))
-    return entities
+    return [
+        Entity(slot, text[start:end], start, end, confidence, extractor)
+        for slot, start, end, confidence in tags_to_spans(words, tags, confidences)
+    ]
 
 
 # ----------------------------------------------------------------------------- the extractor
@@ -201,27 +177,8 @@ class SlotExtractor:
         return out
 
     def tag(self, words_list: list[list[str]], *, batch_size: int = 32) -> list[list[tuple[str, float]]]:
-        """(tag, probability) per word: `TaskModel.tag` with the softmax probability of each tag
-        (a word cut off by max_length gets ("O", 1.0)). Empty word lists are not run."""
-        tokenizer = self.model.tokenizer
-        if tokenizer is None:
-            raise ValueError("this TaskModel has no tokenizer; pass tokenizer= to load_task_model")
-        rows = [i for i, words in enumerate(words_list) if words]
-        encoded = []
-        for i in rows:
-            ids, positions = encode_words(tokenizer, words_list[i], max_length=self.model.max_length)
-            encoded.append(Encoded(ids, [IGNORE_INDEX] * len(ids), positions))
-        out: list[list[tuple[str, float]]] = [[] for _ in words_list]
-        n, labels = 0, self.model.labels
-        for chunk, _, logits_BTL in self.model.predict_batches(encoded, batch_size=batch_size):
-            probs_BT, ids_BT = logits_BTL.float().softmax(-1).max(-1)
-            for row, example in enumerate(chunk):
-                out[rows[n]] = [
-                    ("O", 1.0) if p is None else (labels[int(ids_BT[row, p])], float(probs_BT[row, p]))
-                    for p in example.word_positions or []
-                ]
-                n += 1
-        return out
+        """(tag, probability) per word (`TaskModel.tag_with_scores`)."""
+        return self.model.tag_with_scores(words_list, batch_size=batch_size)
 
 
 def merge_entities(slots: list[Entity], key_fields: list[Entity]) -> list[Entity]:

@@ -16,8 +16,12 @@ from .adapters import (
     AdapterTrainingConfig,
     TaskModel,
     adapter_state,
+    build_task_model,
+    evaluate_examples,
+    fine_tune,
     load_adapter_state,
     load_task_model,
+    save_task_model,
     train_adapter,
 )
 from .base import train_base
@@ -38,7 +42,10 @@ __all__ = [
     "PretrainResult",
     "TaskModel",
     "adapter_state",
+    "build_task_model",
     "distil",
+    "evaluate_examples",
+    "fine_tune",
     "held_out_loss",
     "inject_lora",
     "load_adapter_state",
@@ -49,6 +56,7 @@ __all__ = [
     "pretrain",
     "prune_experts",
     "read_examples",
+    "save_task_model",
     "train_adapter",
     "train_base",
 ]

@@ -73,6 +73,7 @@ class AdapterTrainingConfig:
     eval_every: int | None = None  # optimiser steps; None: once per epoch
     seed: int = 0
     pooling: str = "last"  # sequence classification
+    bidirectional: bool = False  # token classification: the trunk reads the whole sentence
     head_dropout: float = 0.1
 
     def __post_init__(self) -> None:
@@ -132,7 +133,9 @@ class TaskModel(nn.Module):
         if self.head is None:
             return self.base(input_ids, attention_mask=attention_mask)
         hidden_BTD = self.base.trunk(
-            inputs_embeds=self.base.embed_tokens(input_ids), attention_mask=attention_mask
+            inputs_embeds=self.base.embed_tokens(input_ids),
+            attention_mask=attention_mask,
+            causal=not getattr(self.head, "bidirectional", False),
         )
         if isinstance(self.head, SequenceClassificationHead):
             return self.head(hidden_BTD, attention_mask)
@@ -166,14 +169,30 @@ class TaskModel(nn.Module):
     @torch.no_grad()
     def tag(self, words_list: list[list[str]], *, batch_size: int = 32) -> list[list[str]]:
         """One tag per word for each list of words (words cut off by max_length get "O")."""
+        return [[tag for tag, _ in row] for row in self.tag_with_scores(words_list, batch_size=batch_size)]
+
+    @torch.no_grad()
+    def tag_with_scores(
+        self, words_list: list[list[str]], *, batch_size: int = 32
+    ) -> list[list[tuple[str, float]]]:
+        """(tag, softmax probability) per word, read at each word's first sub-token; a word cut
+        off by max_length gets ("O", 1.0). Empty word lists are not run."""
         tokenizer = self._needs("token-classification")
+        rows = [i for i, words in enumerate(words_list) if words]
         encoded = []
-        for words in words_list:
-            ids, positions = encode_words(tokenizer, words, max_length=self.max_length)
+        for i in rows:
+            ids, positions = encode_words(tokenizer, words_list[i], max_length=self.max_length)
             encoded.append(Encoded(ids, [IGNORE_INDEX] * len(ids), positions))
-        out = []
+        out: list[list[tuple[str, float]]] = [[] for _ in words_list]
+        n = 0
         for chunk, _, logits_BTL in self.predict_batches(encoded, batch_size=batch_size):
-            out += [[self.labels[i] for i in ids] for ids in self.word_predictions(chunk, logits_BTL)]
+            probs_BT, ids_BT = logits_BTL.float().softmax(-1).max(-1)
+            for row, example in enumerate(chunk):
+                out[rows[n]] = [
+                    ("O", 1.0) if p is None else (self.labels[int(ids_BT[row, p])], float(probs_BT[row, p]))
+                    for p in example.word_positions or []
+                ]
+                n += 1
         return out
 
     def _needs(self, task: str) -> Tokenizer:
@@ -325,7 +344,7 @@ def train_adapter(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": asdict(config),
     }
-    path = _write(model, Path(out_dir), metrics, config=config, base_source=base)
+    path = save_task_model(model, Path(out_dir), metrics, config=config, base_source=base)
     return AdapterResult(path, metrics, model.eval())
 
 
@@ -350,6 +369,8 @@ def build_task_model(
         settings["dropout"] = config.head_dropout
         if task == "sequence-classification":
             settings["pooling"] = config.pooling
+        else:
+            settings["bidirectional"] = config.bidirectional
         weight = base.embed_tokens.weight
         head = HEADS[task](**settings).to(device=weight.device, dtype=weight.dtype)
     return TaskModel(base, head, task=task, labels=labels, tokenizer=tokenizer, max_length=config.max_length)
@@ -421,13 +442,7 @@ def _fit(
     bar = tqdm(total=total, disable=not progress, desc=f"adapter ({model.task})", leave=False)
     try:
         for chunk in _batches(train_set, config):
-            model.train()
-            loss = model.loss(collate(chunk, pad_id=pad_id, device=model.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(trainable, config.max_grad_norm)
-            optimizer.step()
-            schedule.step()
+            loss = _step(model, chunk, optimizer, schedule, trainable, config=config, pad_id=pad_id)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{best[metric]:.4f}")
@@ -449,10 +464,94 @@ def _fit(
     return {"best": best, "history": history, "steps": step, "stopped_early": step < total}
 
 
+def _step(
+    model: TaskModel,
+    chunk: list[Encoded],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    trainable: list[nn.Parameter],
+    *,
+    config: AdapterTrainingConfig,
+    pad_id: int,
+    anchor: list[torch.Tensor] | None = None,
+    proximal_mu: float = 0.0,
+) -> torch.Tensor:
+    """One optimiser step on `chunk`; with `anchor` (the trainable tensors' starting values) the
+    loss adds FedProx's proximal term mu / 2 * ||w - anchor||^2. Returns the task loss."""
+    model.train()
+    loss = model.loss(collate(chunk, pad_id=pad_id, device=model.device))
+    objective = loss
+    if anchor is not None and proximal_mu > 0:
+        drift = sum(((p - a) ** 2).sum() for p, a in zip(trainable, anchor, strict=True))
+        objective = loss + 0.5 * proximal_mu * drift
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    clip_gradients(trainable, config.max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    return loss
+
+
+def fine_tune(
+    model: TaskModel,
+    examples: list[dict[str, Any]],
+    *,
+    config: AdapterTrainingConfig,
+    proximal_mu: float = 0.0,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Continue training `model` (LoRA + head as they are) on `examples` for `config.epochs`,
+    with a fresh AdamW and warm-up/cosine schedule, no dev set and no early stopping: one
+    federated site's local training. `proximal_mu` > 0 adds FedProx's proximal term toward the
+    state the call started from. Returns {"loss": mean task loss, "steps", "examples"}."""
+    if not examples:
+        raise ValueError("fine_tune needs at least one example")
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError("this TaskModel has no tokenizer; pass tokenizer= when building it")
+    label_ids = {label: i for i, label in enumerate(model.labels)}
+    encoded = _encode_all(tokenizer, model.task, examples, label_ids, config, split="train")
+    torch.manual_seed(config.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in trainable] if proximal_mu > 0 else None
+    total = math.ceil(len(encoded) / config.batch_size) * config.epochs
+    optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = warmup_cosine(optimizer, warmup_steps=round(config.warmup_ratio * total), total_steps=total)
+    losses = []
+    for chunk in tqdm(_batches(encoded, config), total=total, disable=not progress, leave=False):
+        loss = _step(
+            model,
+            chunk,
+            optimizer,
+            schedule,
+            trainable,
+            config=config,
+            pad_id=tokenizer.pad_id or 0,
+            anchor=anchor,
+            proximal_mu=proximal_mu,
+        )
+        losses.append(loss.item())
+    model.eval()
+    return {"loss": sum(losses) / len(losses), "steps": len(losses), "examples": len(encoded)}
+
+
+def evaluate_examples(
+    model: TaskModel, examples: list[dict[str, Any]], *, batch_size: int = 32
+) -> dict[str, float]:
+    """`evaluate` on raw examples (encoded with the model's tokenizer, labels and max_length)."""
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError("this TaskModel has no tokenizer; pass tokenizer= when building it")
+    label_ids = {label: i for i, label in enumerate(model.labels)}
+    config = AdapterTrainingConfig(max_length=model.max_length)
+    encoded = _encode_all(tokenizer, model.task, examples, label_ids, config, split="evaluation")
+    return evaluate(model, encoded, batch_size=batch_size)
+
+
 # ----------------------------------------------------------------------------- files
 
 
-def _write(
+def save_task_model(
     model: TaskModel,
     out_dir: Path,
     metrics: dict[str, Any],
@@ -460,6 +559,9 @@ def _write(
     config: AdapterTrainingConfig,
     base_source: Any,
 ) -> Path:
+    """Write `out_dir` as `train_adapter` does: the PEFT adapter, the head files, metrics.json.
+    `base_source`: the base's name or path (recorded as PEFT's base_model_name_or_path), or the
+    model object (recorded as nothing)."""
     save_adapter(
         out_dir,
         lora_weights(model.base),

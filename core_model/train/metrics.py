@@ -61,10 +61,22 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str
     """Micro precision, recall and F1 over exact (span, type) matches, all sentences pooled."""
     true = {(n, *s) for n, tags in enumerate(gold) for s in bio_spans(tags)}
     found = {(n, *s) for n, tags in enumerate(predicted) for s in bio_spans(tags)}
-    hits = len(true & found)
-    precision, recall = hits / max(len(found), 1), hits / max(len(true), 1)
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    return span_scores(matched=len(true & found), predicted=len(found), gold=len(true))
+
+
+def span_scores(*, matched: int, predicted: int, gold: int) -> dict[str, float]:
+    """Precision, recall and F1 from entity counts, and the counts themselves (they add up
+    across evaluation sets, so pooled scores can be computed from several sets' counts)."""
+    precision, recall = matched / max(predicted, 1), matched / max(gold, 1)
+    f1 = 2 * precision * recall / (precision + recall) if matched else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "matched_entities": matched,
+        "predicted_entities": predicted,
+        "gold_entities": gold,
+    }
 
 
 def tagging_scores(gold: list[list[int]], predicted: list[list[int]], labels: list[str]) -> dict[str, float]:

@@ -1,31 +1,16 @@
-"""A tiny checkpoint directory with its tokenizer, as `verticals serve --model DIR` expects, and a
-LoRA adapter for it, as `--adapter NAME=DIR` expects.
+"""A LoRA adapter for the tiny checkpoint (tests/conftest.py), as `--adapter NAME=DIR` expects.
 
 .venv/bin/python -m pytest tests/apps -q
 """
 
 import json
-import string
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from core_model import MoEConfig, MoEForCausalLM, load_model, save_model, train_tokenizer
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    corpus = [Path(module.__file__).read_text(encoding="utf-8") for module in (json, textwrap, string)]
-    tokenizer = train_tokenizer(corpus, vocab_size=300)
-    model = MoEForCausalLM(MoEConfig.preset("tiny").replace(vocab_size=tokenizer.vocab_size))
-    model.init_weights()
-    directory = tmp_path_factory.mktemp("checkpoint")
-    save_model(model, directory)
-    tokenizer.save(directory)
-    return directory
+from core_model import load_model
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import torch
 
 from core_model import load_model, train_tokenizer
 from core_model.datasets import dataset_dir
+from core_model.tagging import read_tagged
 from core_model.tokenizer import END_OF_TURN
 from core_model.train import adapters
 from core_model.train.adapters import (
@@ -20,6 +21,8 @@ from core_model.train.adapters import (
     adapter_state,
     build_task_model,
     evaluate,
+    evaluate_examples,
+    fine_tune,
     load_adapter_state,
     load_for_inference,
     load_task_model,
@@ -45,16 +48,7 @@ def banking77(split: str, per_intent: int) -> list[dict]:
 
 
 def ncbi(split: str, count: int) -> list[dict]:
-    sentences, words, tags = [], [], []
-    for line in (dataset_dir("ncbi_disease") / f"{split}.tsv").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            word, tag = line.split("\t")
-            words.append(word)
-            tags.append(tag)
-        elif words:
-            sentences.append({"tokens": words, "tags": tags})
-            words, tags = [], []
-    return sentences[:count]
+    return read_tagged(dataset_dir("ncbi_disease") / f"{split}.tsv")[:count]
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +160,10 @@ def test_spans_are_read_as_seqeval_does():
         ("D", 0, 2), ("D", 3, 4), ("D", 4, 5), ("C", 5, 6), ("D", 6, 7)
     }  # fmt: skip
     scores = entity_scores([["B-D", "I-D", "O"]], [["B-D", "O", "O"]])  # wrong end: no match
-    assert scores == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert scores == {
+        "precision": 0.0, "recall": 0.0, "f1": 0.0,
+        "matched_entities": 0, "predicted_entities": 1, "gold_entities": 1,
+    }  # fmt: skip
 
 
 def test_chat_labels_only_assistant_turns_and_their_end_token(tokenizer):
@@ -293,3 +290,58 @@ def test_a_bad_jsonl_line_is_named_with_file_and_line(tmp_path, task, line, mess
         read_examples(path, task)
     path.write_text(good[task] + "\n")
     assert len(read_examples(path, task)) == 1
+
+
+def tagger(tokenizer, *, bidirectional: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    config = AdapterTrainingConfig(rank=2, bidirectional=bidirectional, max_length=64, batch_size=8, lr=5e-3)
+    labels = ["B-Disease", "I-Disease", "O"]
+    return build_task_model(
+        load_model("tiny"), tokenizer, task="token-classification", labels=labels, config=config
+    )
+
+
+def test_a_bidirectional_tagger_reads_the_words_after_each_word(tokenizer):
+    ids = torch.tensor([tokenizer.encode("familial breast cancer", add_bos=True)])
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % tokenizer.vocab_size  # only the last token differs
+    for bidirectional in (False, True):
+        model = tagger(tokenizer, bidirectional=bidirectional).eval()
+        with torch.no_grad():
+            first, second = model(ids)[0, 0], model(changed)[0, 0]
+        assert torch.equal(first, second) != bidirectional
+    saved = tagger(tokenizer, bidirectional=True).head.config
+    assert saved["bidirectional"] is True  # written to head_config.json, so a reload reads both ways
+
+
+def test_fine_tune_lowers_the_loss_and_fedprox_keeps_the_update_closer(tokenizer):
+    train = ncbi("train", 32)
+    config = AdapterTrainingConfig(rank=2, bidirectional=True, max_length=64, batch_size=8, lr=1e-2, epochs=3)
+    drift = {}
+    for mu in (0.0, 1.0):
+        model = tagger(tokenizer, bidirectional=True)
+        start = adapter_state(model)
+        before = evaluate_examples(model, train)["loss"]
+        stats = fine_tune(model, train, config=config, proximal_mu=mu)
+        assert stats["examples"] == 32 and stats["steps"] == 12
+        assert evaluate_examples(model, train)["loss"] < before
+        drift[mu] = sum(float(((v - start[k]) ** 2).sum()) for k, v in adapter_state(model).items())
+    assert drift[1.0] < drift[0.0]
+
+
+def test_tag_with_scores_gives_each_word_its_probability(tokenizer):
+    model = tagger(tokenizer, bidirectional=True).eval()
+    words = [["Fever", "and", "cough"], [], ["Ataxia"]]
+    scored = model.tag_with_scores(words)
+    assert [len(row) for row in scored] == [3, 0, 1]
+    assert all(tag in model.labels and 1 / 3 <= p <= 1 for row in scored for tag, p in row)
+    assert model.tag(words) == [[tag for tag, _ in row] for row in scored]
+
+
+def test_evaluation_counts_add_up_to_the_scores(tokenizer):
+    model = tagger(tokenizer, bidirectional=True)
+    dev = ncbi("devel", 20)
+    scores = evaluate_examples(model, dev)
+    assert scores["gold_entities"] == sum(len(bio_spans(s["tags"])) for s in dev)
+    if scores["predicted_entities"]:
+        assert scores["precision"] == scores["matched_entities"] / scores["predicted_entities"]
