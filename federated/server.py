@@ -8,7 +8,8 @@ and publishes each round's adapter to the adapter registry.
 
 A run config (`flwr run --run-config 'rounds=5 strategy="fedprox"'`) overrides both the task's
 and the server's settings by name. Each round the registry gets `<adapter>-round-<n>` and
-`<adapter>` (the newest, which the suite serves); the round's record names its version.
+`<adapter>` (the newest, which the suite serves); the round's record names its version. With
+`secure_aggregation`, the rounds run under SecAgg+ instead (secure.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ServerSettings:
     proximal_mu: float = 0.01  # FedProx
     dp_noise: float = 0.0  # > 0: server-side fixed clipping, Gaussian noise of this multiplier
     dp_clip: float = 1.0  # the clipping norm of each site's update
+    secure_aggregation: bool = False  # SecAgg+ (secure.py): slower; no per-site evaluation, no DP
     round_timeout: float = 600.0  # seconds to wait for the sites' replies
     database: str = "sqlite:///runs/federated.db"
     registry: str = "runs/adapters"
@@ -62,6 +64,10 @@ class ServerSettings:
             raise ValueError("rounds and min_sites must be >= 1")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.secure_aggregation and self.dp_noise > 0:
+            raise ValueError(
+                "server-side DP clips each site's update, which secure aggregation hides: choose one"
+            )
 
 
 def split_run_config(
@@ -189,27 +195,28 @@ def build_strategy(task: FederatedTask, settings: ServerSettings) -> RecordedStr
     return RecordedStrategy(inner, task, settings.rounds)
 
 
-def run_federation(grid: Grid, task: FederatedTask, settings: ServerSettings) -> int:
+def run_federation(grid: Grid, context: Context, task: FederatedTask, settings: ServerSettings) -> int:
     """The whole run: rounds, records, publications. Returns the run's id in the database."""
     store = RoundStore(settings.database)
     registry = AdapterRegistry(settings.registry)
     model = task.build()
     evaluation = read_tagged(settings.evaluation_data) if settings.evaluation_data else []
-    run_id = store.start_run(
-        adapter=settings.adapter, strategy=settings.strategy + ("+dp" if settings.dp_noise > 0 else ""),
-        settings={"task": task.to_config(), "server": asdict(settings)}, rounds=settings.rounds,
-    )  # fmt: skip
-    strategy = build_strategy(task, settings)
+    kind = (
+        settings.strategy
+        + ("+dp" if settings.dp_noise > 0 else "")
+        + ("+secagg" if settings.secure_aggregation else "")
+    )
+    recorded = {"task": task.to_config(), "server": asdict(settings)}
+    rounds = settings.rounds
+    run_id = store.start_run(adapter=settings.adapter, strategy=kind, settings=recorded, rounds=rounds)
 
-    def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round == 0:
-            return None
-        load_adapter_state(model, from_record(arrays))
-        metrics: dict[str, Any] = {"sites": strategy.current.get("site_metrics", {})}
+    def after_round(server_round: int, tensors: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+        """Score the aggregated state, publish it, record the round; returns its metrics."""
+        load_adapter_state(model, tensors)
+        metrics: dict[str, Any] = {"sites": current.get("site_metrics", {})}
         if evaluation:
             metrics["server"] = evaluate_examples(model, evaluation, batch_size=task.batch_size)
         version = publish(model, registry, settings.adapter, server_round, metrics, task)
-        current = strategy.current
         store.add_round(
             run_id,
             RoundRecord(
@@ -221,14 +228,27 @@ def run_federation(grid: Grid, task: FederatedTask, settings: ServerSettings) ->
             ),
         )  # fmt: skip
         log.info("round %d recorded; %s version %s", server_round, settings.adapter, version[:12])
-        return MetricRecord({k: float(v) for k, v in metrics.get("server", {}).items()})
+        return metrics
 
     try:
-        strategy.start(
-            grid=grid, initial_arrays=to_record(adapter_state(model)), num_rounds=settings.rounds,
-            timeout=settings.round_timeout, train_config=ConfigRecord(task.to_config()),
-            evaluate_config=ConfigRecord(task.to_config()), evaluate_fn=after_round,
-        )  # fmt: skip
+        if settings.secure_aggregation:
+            from .secure import run_secure_federation
+
+            run_secure_federation(grid, context, task, settings, after_round)
+        else:
+            strategy = build_strategy(task, settings)
+
+            def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+                if server_round == 0:
+                    return None
+                metrics = after_round(server_round, from_record(arrays), strategy.current)
+                return MetricRecord({k: float(v) for k, v in metrics.get("server", {}).items()})
+
+            strategy.start(
+                grid=grid, initial_arrays=to_record(adapter_state(model)), num_rounds=settings.rounds,
+                timeout=settings.round_timeout, train_config=ConfigRecord(task.to_config()),
+                evaluate_config=ConfigRecord(task.to_config()), evaluate_fn=evaluate_fn,
+            )  # fmt: skip
         store.finish_run(run_id)
     finally:
         store.close()
@@ -256,6 +276,6 @@ def coordinator_app(task: FederatedTask, settings: ServerSettings) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_task, run_settings = split_run_config(context.run_config, task, settings)
-        run_federation(grid, run_task, run_settings)
+        run_federation(grid, context, run_task, run_settings)
 
     return app

@@ -121,12 +121,17 @@ def local_evaluate(site: Site, arrays: ArrayRecord, config: Mapping[str, Any]) -
 
 
 def site_app(load_site: SiteLoader, *, mods: Sequence[Mod] = ()) -> ClientApp:
-    """A ClientApp over the records `load_site(node_config)` reads at the site; `mods`: Flower
-    client mods wrapped around every message (e.g. an audit of what leaves the site)."""
-    app = ClientApp(mods=list(mods))
+    """A ClientApp over the records `load_site(node_config)` reads at the site, for plain and
+    secure rounds (secure.py); `mods`: more Flower client mods around every message (e.g. an
+    audit of what leaves the site)."""
+    from .secure import is_secure_round, secure_aggregation_mod, secure_local_train
+
+    app = ClientApp(mods=[*mods, secure_aggregation_mod])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        if is_secure_round(msg):
+            return secure_local_train(load_site(context.node_config), msg)
         content = local_train(load_site(context.node_config), msg.content[ARRAYS], msg.content[CONFIG])
         return Message(content, reply_to=msg)
 
