@@ -5,6 +5,7 @@ annotated-corpus formats every entity tagger here reads (CoNLL BIO columns, JSON
     tags, cut = spans_to_tags(words, [("Disease", 0, 5)])  # ["B-Disease", "O", "O", "O"], []
     tags_to_spans(words, tags)                              # [("Disease", 0, 5, None)]
     read_tagged("train.tsv")       # [{"tokens": [...], "tags": [...]}, ...] (CoNLL or JSONL)
+    bio_viterbi(logprobs_WL, labels)   # the best tag ids with every I-X after a B-X or I-X
 
 Words are regex words (WORD_PATTERN), so a span found from tags always slices its text:
 `text[start:end]`. A span whose edge falls inside a word cannot be tagged exactly; it comes back
@@ -18,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .train.metrics import bio_spans
+import torch
 
 # A number with its thousands and decimal separators (1,250.50) is one word; so is any run of word
 # characters; any other non-space character is a word of its own.
@@ -27,6 +28,21 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 Word = tuple[str, int, int]  # the word, its start and end (exclusive) character offsets
 Span = tuple[str, int, int]  # label, start and end (exclusive) character offsets
+
+
+def bio_spans(tags: list[str]) -> set[tuple[str, int, int]]:
+    """Entities (type, start, end exclusive) of a BIO sequence, read as seqeval's default mode
+    does: an I- tag after O or after another type starts a new entity."""
+    spans, start, kind = set(), None, ""
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, label = tag.partition("-")
+        continues = prefix == "I" and start is not None and label == kind
+        if start is not None and not continues:
+            spans.add((kind, start, i))
+            start = None
+        if prefix in ("B", "I") and not continues:
+            start, kind = i, label
+    return spans
 
 
 def words_with_offsets(text: str) -> list[Word]:
@@ -154,3 +170,36 @@ def _check_tag(path: Path, number: int, tag: str) -> None:
     prefix, dash, label = tag.partition("-")
     if tag != "O" and not (prefix in ("B", "I") and dash and label):
         raise ValueError(f"{path}, line {number}: {tag!r} is not a BIO tag (O, B-<type> or I-<type>)")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def is_bio(labels: list[str]) -> bool:
+    """Whether `labels` is a BIO tag set ("O" and B-/I- tags only)."""
+    return "O" in labels and all(t == "O" or (t[:2] in ("B-", "I-") and len(t) > 2) for t in labels)
+
+
+def bio_viterbi(logprobs_WL: torch.Tensor, labels: list[str]) -> list[int]:
+    """The most likely tag sequence of one sentence (word log-probabilities [W, L]) in which every
+    I-X follows a B-X or an I-X: a tagger's word-by-word argmax can open an entity with I-X or
+    switch type mid-entity, which exact-span scoring counts as a wrong entity."""
+    W, L = logprobs_WL.shape
+    if W == 0:
+        return []
+    inside = [t[2:] if t.startswith("I-") else None for t in labels]
+    allowed_LL = torch.tensor(
+        [[inside[j] is None or labels[i][2:] == inside[j] for j in range(L)] for i in range(L)]
+    )  # allowed[previous, next]
+    blocked = torch.tensor(float("-inf"))
+    score_L = torch.where(torch.tensor([x is None for x in inside]), logprobs_WL[0], blocked)
+    back = []
+    for w in range(1, W):
+        candidates_LL = torch.where(allowed_LL, score_L[:, None], blocked)  # [previous, next]
+        best_L, previous_L = candidates_LL.max(0)
+        score_L = best_L + logprobs_WL[w]
+        back.append(previous_L)
+    path = [int(score_L.argmax())]
+    for previous_L in reversed(back):
+        path.append(int(previous_L[path[-1]]))
+    return path[::-1]

@@ -40,6 +40,7 @@ from ..checkpoint import load_model
 from ..engine.lora import CONFIG_FILE, read_adapter, save_adapter
 from ..heads import Head, SequenceClassificationHead, TokenClassificationHead
 from ..model import MoEForCausalLM
+from ..tagging import bio_viterbi, is_bio
 from ..tokenizer import Tokenizer, load_tokenizer
 from .examples import IGNORE_INDEX, TASKS, Encoded, check_example, collate, encode_example, encode_words
 from .lora import DEFAULT_TARGETS, inject_lora, lora_layers, lora_weights, merge_lora
@@ -175,8 +176,8 @@ class TaskModel(nn.Module):
     def tag_with_scores(
         self, words_list: list[list[str]], *, batch_size: int = 32
     ) -> list[list[tuple[str, float]]]:
-        """(tag, softmax probability) per word, read at each word's first sub-token; a word cut
-        off by max_length gets ("O", 1.0). Empty word lists are not run."""
+        """(tag, softmax probability) per word (see `decode_words`); a word cut off by max_length
+        gets ("O", 1.0). Empty word lists are not run."""
         tokenizer = self._needs("token-classification")
         rows = [i for i, words in enumerate(words_list) if words]
         encoded = []
@@ -186,12 +187,8 @@ class TaskModel(nn.Module):
         out: list[list[tuple[str, float]]] = [[] for _ in words_list]
         n = 0
         for chunk, _, logits_BTL in self.predict_batches(encoded, batch_size=batch_size):
-            probs_BT, ids_BT = logits_BTL.float().softmax(-1).max(-1)
-            for row, example in enumerate(chunk):
-                out[rows[n]] = [
-                    ("O", 1.0) if p is None else (self.labels[int(ids_BT[row, p])], float(probs_BT[row, p]))
-                    for p in example.word_positions or []
-                ]
+            for decoded in self.decode_words(chunk, logits_BTL):
+                out[rows[n]] = [(self.labels[i], p) for i, p in decoded]
                 n += 1
         return out
 
@@ -219,13 +216,25 @@ class TaskModel(nn.Module):
             self.train(was_training)
 
     def word_predictions(self, chunk: list[Encoded], logits_BTL: torch.Tensor) -> list[list[int]]:
-        """Tag id per word from each word's first sub-token (cut-off words: "O", else label 0)."""
+        """Tag id per word (see `decode_words`)."""
+        return [[i for i, _ in row] for row in self.decode_words(chunk, logits_BTL)]
+
+    def decode_words(self, chunk: list[Encoded], logits_BTL: torch.Tensor) -> list[list[tuple[int, float]]]:
+        """(tag id, its probability) per word, read at each word's first sub-token. A BIO tag set
+        is decoded as a whole sentence (tagging.bio_viterbi: no I-X without its B-X); any other
+        word by word. Words cut off by max_length get "O" (else label 0) with probability 1."""
         fallback = self.labels.index("O") if "O" in self.labels else 0
-        best_BT = logits_BTL.argmax(-1).tolist()
-        return [
-            [fallback if p is None else best_BT[row][p] for p in example.word_positions or []]
-            for row, example in enumerate(chunk)
-        ]
+        logprobs_BTL = logits_BTL.float().log_softmax(-1).cpu()
+        bio = is_bio(self.labels)
+        out = []
+        for row, example in enumerate(chunk):
+            positions = example.word_positions or []
+            kept = [p for p in positions if p is not None]
+            words_WL = logprobs_BTL[row, kept]
+            best = bio_viterbi(words_WL, self.labels) if bio else words_WL.argmax(-1).tolist()
+            found = iter(zip(best, words_WL.exp()[torch.arange(len(kept)), best].tolist(), strict=True))
+            out.append([(fallback, 1.0) if p is None else next(found) for p in positions])
+        return out
 
 
 def _loss_sum(task: str, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,8 @@ the model and hands its predictions here).
 
 from __future__ import annotations
 
+from ..tagging import bio_spans
+
 # The dev metric that picks the best state, and whether higher is better (ties: lower dev loss).
 SELECTION = {
     "lm": ("loss", "min"),
@@ -40,21 +42,6 @@ def macro_f1(gold: list[int], predicted: list[int]) -> float:
         fn = sum(g == c and p != c for g, p in zip(gold, predicted, strict=True))
         scores.append(2 * tp / (2 * tp + fp + fn))
     return sum(scores) / len(scores)
-
-
-def bio_spans(tags: list[str]) -> set[tuple[str, int, int]]:
-    """Entities (type, start, end exclusive) of a BIO sequence, read as seqeval's default mode
-    does: an I- tag after O or after another type starts a new entity."""
-    spans, start, kind = set(), None, ""
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, label = tag.partition("-")
-        continues = prefix == "I" and start is not None and label == kind
-        if start is not None and not continues:
-            spans.add((kind, start, i))
-            start = None
-        if prefix in ("B", "I") and not continues:
-            start, kind = i, label
-    return spans
 
 
 def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:

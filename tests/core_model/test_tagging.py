@@ -1,12 +1,21 @@
 """Words with offsets, spans <-> BIO tags, and the annotated-corpus reader (CoNLL and JSONL),
 on the NCBI-disease corpus in ../shared/datasets and on small files written here."""
 
+import itertools
 import json
 
 import pytest
+import torch
 
 from core_model.datasets import dataset_dir
-from core_model.tagging import read_tagged, spans_to_tags, tags_to_spans, words_with_offsets
+from core_model.tagging import (
+    bio_viterbi,
+    is_bio,
+    read_tagged,
+    spans_to_tags,
+    tags_to_spans,
+    words_with_offsets,
+)
 
 
 def test_spans_and_tags_round_trip_through_words():
@@ -73,3 +82,31 @@ def test_errors_name_the_file_and_line(tmp_path, name, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         read_tagged(path)
+
+
+LABELS = ["B-Disease", "I-Disease", "B-Gene", "I-Gene", "O"]
+
+
+def valid(path: list[int]) -> bool:
+    tags = [LABELS[i] for i in path]
+    return all(
+        not t.startswith("I-") or (n > 0 and tags[n - 1][2:] == t[2:] and tags[n - 1] != "O")
+        for n, t in enumerate(tags)
+    )
+
+
+def test_viterbi_finds_the_best_valid_tag_sequence():
+    generator = torch.Generator().manual_seed(0)
+    for words in (1, 2, 4):
+        logprobs = torch.randn(words, len(LABELS), generator=generator).log_softmax(-1)
+        paths = [list(p) for p in itertools.product(range(len(LABELS)), repeat=words) if valid(list(p))]
+        best = max(paths, key=lambda p: float(sum(logprobs[w, t] for w, t in enumerate(p))))
+        assert bio_viterbi(logprobs, LABELS) == best
+
+
+def test_viterbi_never_opens_an_entity_with_an_inside_tag():
+    # argmax would read O, I-Disease, I-Gene: an entity opened by I- and a switch of type
+    probs = torch.tensor([[0.1, 0.1, 0.0, 0.0, 0.8], [0.3, 0.6, 0.0, 0.0, 0.1], [0.0, 0.4, 0.1, 0.5, 0.0]])
+    path = bio_viterbi((probs + 1e-6).log(), LABELS)
+    assert [LABELS[i] for i in path] == ["O", "B-Disease", "I-Disease"]
+    assert is_bio(LABELS) and not is_bio(["positive", "negative"])

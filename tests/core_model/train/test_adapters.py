@@ -334,7 +334,10 @@ def test_tag_with_scores_gives_each_word_its_probability(tokenizer):
     words = [["Fever", "and", "cough"], [], ["Ataxia"]]
     scored = model.tag_with_scores(words)
     assert [len(row) for row in scored] == [3, 0, 1]
-    assert all(tag in model.labels and 1 / 3 <= p <= 1 for row in scored for tag, p in row)
+    assert all(tag in model.labels and 0 < p <= 1 for row in scored for tag, p in row)
+    for row in scored:  # decoded as whole sentences: no entity opened by an inside tag
+        tags = ["O"] + [tag for tag, _ in row]
+        assert all(not t.startswith("I-") or tags[n][2:] == t[2:] for n, t in enumerate(tags[1:]))
     assert model.tag(words) == [[tag for tag, _ in row] for row in scored]
 
 
