@@ -419,13 +419,25 @@ def _encode_all(
     return out
 
 
+LENGTH_GROUP_BATCHES = 32  # batches per group of examples sorted by length (see _batches)
+
+
 def _batches(examples: list[Encoded], config: AdapterTrainingConfig) -> Iterator[list[Encoded]]:
-    """`epochs` passes over the examples, each in a fresh seeded order."""
+    """`epochs` passes over the examples, each in a fresh seeded order, with examples of like
+    length batched together: the shuffled examples are cut into groups of LENGTH_GROUP_BATCHES
+    batches, each group sorted by length and cut into batches, and the batches shuffled. Random
+    batches pad to their longest example (NCBI-disease sentences: 2.0x the real tokens); grouped
+    ones pad little, and still mix examples from the whole set (as transformers' group_by_length)."""
     generator = torch.Generator().manual_seed(config.seed)
+    size, group = config.batch_size, config.batch_size * LENGTH_GROUP_BATCHES
     for _ in range(config.epochs):
         order = torch.randperm(len(examples), generator=generator).tolist()
-        for start in range(0, len(order), config.batch_size):
-            yield [examples[i] for i in order[start : start + config.batch_size]]
+        batches = []
+        for start in range(0, len(order), group):
+            by_length = sorted(order[start : start + group], key=lambda i: len(examples[i].input_ids))
+            batches += [by_length[i : i + size] for i in range(0, len(by_length), size)]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield [examples[i] for i in batches[b]]
 
 
 def _fit(

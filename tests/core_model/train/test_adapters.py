@@ -348,3 +348,16 @@ def test_evaluation_counts_add_up_to_the_scores(tokenizer):
     assert scores["gold_entities"] == sum(len(bio_spans(s["tags"])) for s in dev)
     if scores["predicted_entities"]:
         assert scores["precision"] == scores["matched_entities"] / scores["predicted_entities"]
+
+
+def test_batches_group_like_lengths_and_see_every_example_once_an_epoch():
+    lengths = torch.randint(1, 120, (600,), generator=torch.Generator().manual_seed(0)).tolist()
+    examples = [adapters.Encoded([0] * n, 0) for n in lengths]
+    config = AdapterTrainingConfig(batch_size=8, epochs=2)
+    batches = list(adapters._batches(examples, config))
+    seen = [id(e) for batch in batches for e in batch]
+    assert sorted(seen) == sorted(2 * [id(e) for e in examples])  # each example once per epoch
+    padded = sum(len(batch) * max(len(e.input_ids) for e in batch) for batch in batches)
+    assert padded < 1.1 * 2 * sum(lengths)  # random batches of 8 pad to ~1.8x here
+    first_epoch = batches[: len(batches) // 2]
+    assert [len(b[0].input_ids) for b in first_epoch] != sorted(len(b[0].input_ids) for b in first_epoch)
