@@ -40,8 +40,8 @@ run: setup
 
 lint: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/ruff check core_model apps tests benchmarks
-	$(BIN)/ruff format --check core_model apps tests benchmarks
+	$(BIN)/ruff check core_model federated apps tests benchmarks
+	$(BIN)/ruff format --check core_model federated apps tests benchmarks
 	$(BIN)/mypy
 
 bench: setup

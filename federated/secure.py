@@ -33,7 +33,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from core_model.train.adapters import adapter_state
 
-from .site import ARRAYS, METRICS, SITE, Site, local_train, task_from_message, to_record
+from .site import ARRAYS, METRICS, SITE, Site, local_train, number, task_from_message, to_record
 from .task import FederatedTask
 
 LEGACY_TRAIN = "fitins.parameters"  # a secure round's train message holds its tensors here
@@ -69,13 +69,16 @@ def secure_local_train(site: Site, msg: Message) -> Message:
         )
     )
     reply = local_train(site, to_record(arrays), config)
-    trained = reply[ARRAYS].to_torch_state_dict()
-    metrics = dict(reply[METRICS])
+    trained = reply.array_records[ARRAYS].to_torch_state_dict()
+    metrics = reply.metric_records[METRICS]
     fitres = FitRes(
         status=Status(code=Code.OK, message="ok"),
         parameters=ndarrays_to_parameters([trained[n].numpy() for n in names]),
-        num_examples=int(metrics["num-examples"]),
-        metrics={"train-loss": float(metrics["train-loss"]), "site": str(reply[SITE]["name"])},
+        num_examples=int(number(metrics["num-examples"])),
+        metrics={
+            "train-loss": number(metrics["train-loss"]),
+            "site": str(reply.config_records[SITE]["name"]),
+        },
     )
     return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 
@@ -85,7 +88,8 @@ class RecordedLegacyFedAvg(LegacyFedAvg):
 
     def __init__(self, *, payload: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.payload, self.current = payload, {}
+        self.payload = payload
+        self.current: dict[str, Any] = {}
 
     def configure_fit(self, server_round, parameters, client_manager):
         instructions = super().configure_fit(server_round, parameters, client_manager)

@@ -33,7 +33,7 @@ from core_model.train.metrics import span_scores
 from core_model.train.registry import AdapterRegistry
 
 from .records import RoundRecord, RoundStore
-from .site import ARRAYS, METRICS, SITE, from_record, to_record
+from .site import ARRAYS, METRICS, SITE, MetricValues, from_record, number, to_record
 from .task import FederatedTask
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ServerSettings:
     dp_noise: float = 0.0  # > 0: server-side fixed clipping, Gaussian noise of this multiplier
     dp_clip: float = 1.0  # the clipping norm of each site's update
     secure_aggregation: bool = False  # SecAgg+ (secure.py): slower; no per-site evaluation, no DP
-    round_timeout: float = 600.0  # seconds to wait for the sites' replies
+    round_timeout: float = 3600.0  # seconds to wait for the sites' replies (Flower's default)
     database: str = "sqlite:///runs/federated.db"
     registry: str = "runs/adapters"
     evaluation_data: str = ""  # an annotated file the coordinator scores each round ("": none)
@@ -75,7 +75,8 @@ def split_run_config(
 ) -> tuple[FederatedTask, ServerSettings]:
     """`task` and `settings` with a run config's values applied (keys with '-' or '_')."""
     server_keys = {f.name for f in fields(ServerSettings)}
-    server, rest = {}, {}
+    server: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
     for key, value in run_config.items():
         name = key.replace("-", "_")
         (server if name in server_keys else rest)[name] = value
@@ -97,20 +98,23 @@ def pool_evaluations(replies: list[RecordDict], weighted_by_key: str) -> MetricR
     """Sites' evaluation replies pooled: counts summed (entity scores recomputed from them),
     means weighted by the sites' record counts."""
     metrics = [next(iter(r.metric_records.values())) for r in replies]
-    total = sum(int(m[weighted_by_key]) for m in metrics)
-    pooled: dict[str, float | int] = {weighted_by_key: total}
+    counts = [int(number(m[weighted_by_key])) for m in metrics]
+    total = sum(counts)
+    pooled: MetricValues = {weighted_by_key: total}
     for key in metrics[0]:
         if key == weighted_by_key:
             continue
         if key.endswith("_entities"):
-            pooled[key] = sum(int(m[key]) for m in metrics)
+            pooled[key] = sum(int(number(m[key])) for m in metrics)
         else:
-            pooled[key] = sum(float(m[key]) * int(m[weighted_by_key]) for m in metrics) / max(total, 1)
+            pooled[key] = sum(number(m[key]) * n for m, n in zip(metrics, counts, strict=True)) / max(
+                total, 1
+            )
     if "gold_entities" in pooled:
         scores = span_scores(
-            matched=int(pooled["matched_entities"]),
-            predicted=int(pooled["predicted_entities"]),
-            gold=int(pooled["gold_entities"]),
+            matched=int(number(pooled["matched_entities"])),
+            predicted=int(number(pooled["predicted_entities"])),
+            gold=int(number(pooled["gold_entities"])),
         )
         pooled.update({k: scores[k] for k in ("precision", "recall", "f1")})
     return MetricRecord(pooled)
@@ -140,15 +144,14 @@ class RecordedStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         good = [r for r in replies if not r.has_error()]
-        names = [str(r.content[SITE]["name"]) for r in good]
+        names = [str(r.content.config_records[SITE]["name"]) for r in good]
+        metrics = [r.content.metric_records[METRICS] for r in good]
         self.current.update(
             sites=names,
             failures=len(replies) - len(good),
-            examples=sum(int(r.content[METRICS]["num-examples"]) for r in good),
-            site_losses={
-                n: float(r.content[METRICS]["train-loss"]) for n, r in zip(names, good, strict=True)
-            },
-            bytes_up=sum(payload_bytes(r.content[ARRAYS]) for r in good),
+            examples=sum(int(number(m["num-examples"])) for m in metrics),
+            site_losses={n: number(m["train-loss"]) for n, m in zip(names, metrics, strict=True)},
+            bytes_up=sum(payload_bytes(r.content.array_records[ARRAYS]) for r in good),
         )
         for reply in replies:
             if reply.has_error():
@@ -175,7 +178,7 @@ class RecordedStrategy(Strategy):
 
 def build_strategy(task: FederatedTask, settings: ServerSettings) -> RecordedStrategy:
     """FedAvg or FedProx over `settings.min_sites`+ sites, optionally under server-side DP."""
-    common = dict(
+    common: dict[str, Any] = dict(
         fraction_train=settings.fraction, fraction_evaluate=settings.fraction,
         min_train_nodes=settings.min_sites, min_evaluate_nodes=settings.min_sites,
         min_available_nodes=settings.min_sites, evaluate_metrics_aggr_fn=pool_evaluations,

@@ -47,6 +47,14 @@ MESSAGE_KEYS = {
     "evaluate": {METRICS: tuple({k for keys in EVALUATION_KEYS.values() for k in keys}), SITE: ("name",)},
 }
 _TASK_KEYS = {f.name.replace("_", "-") for f in fields(FederatedTask)}
+MetricValues = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
+
+
+def number(value: object) -> float:
+    """A metric or config value that must be a number (Flower's records are typed as unions)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return value
 
 
 @dataclass
@@ -91,7 +99,7 @@ def local_train(site: Site, arrays: ArrayRecord, config: Mapping[str, Any]) -> R
         config=task.adapter_config(seed=task.seed + round_number),
         proximal_mu=float(config.get("proximal-mu", 0.0)),
     )
-    metrics = {
+    metrics: MetricValues = {
         "num-examples": stats["examples"],
         "train-loss": stats["loss"],
         "train-seconds": time.monotonic() - started,
@@ -110,7 +118,7 @@ def local_evaluate(site: Site, arrays: ArrayRecord, config: Mapping[str, Any]) -
     up across sites (every key present, zeros when the site keeps no evaluation records)."""
     task = task_from_message(config)
     keys = EVALUATION_KEYS[task.task]
-    metrics: dict[str, float | int] = dict.fromkeys(keys, 0)
+    metrics: MetricValues = dict.fromkeys(keys, 0)
     metrics["num-examples"] = len(site.evaluation)
     if site.evaluation:
         model = task.build()
@@ -132,12 +140,14 @@ def site_app(load_site: SiteLoader, *, mods: Sequence[Mod] = ()) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         if is_secure_round(msg):
             return secure_local_train(load_site(context.node_config), msg)
-        content = local_train(load_site(context.node_config), msg.content[ARRAYS], msg.content[CONFIG])
+        arrays, config = msg.content.array_records[ARRAYS], msg.content.config_records[CONFIG]
+        content = local_train(load_site(context.node_config), arrays, config)
         return Message(content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        content = local_evaluate(load_site(context.node_config), msg.content[ARRAYS], msg.content[CONFIG])
+        arrays, config = msg.content.array_records[ARRAYS], msg.content.config_records[CONFIG]
+        content = local_evaluate(load_site(context.node_config), arrays, config)
         return Message(content, reply_to=msg)
 
     return app
