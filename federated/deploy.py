@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -195,13 +196,34 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
         path.chmod(0o600)
 
 
-def environment(flwr_home: str | Path | None = None) -> dict[str, str]:
+def environment(flwr_home: str | Path | None = None, *, threads: int | None = None) -> dict[str, str]:
     """This process's environment with the suite's scripts first on PATH (the SuperLink and the
-    SuperNodes start `flower-superexec` by name) and FLWR_HOME set when given."""
+    SuperNodes start `flower-superexec` by name), FLWR_HOME set when given, and OMP_NUM_THREADS
+    when `threads` is (a SuperNode's ClientApps inherit it: torch trains on that many threads)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     if flwr_home is not None:
         env["FLWR_HOME"] = str(Path(flwr_home).resolve())
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     return env
+
+
+SITES_FILE = "sites.json"  # in the coordinator's flwr home: node id -> the name it was registered under
+
+
+def remember_site(flwr_home: str | Path, node_id: str | int, name: str) -> None:
+    """Note the name a SuperNode was registered under (Flower's `supernode ls` lists ids only)."""
+    names = site_names(flwr_home)
+    names[str(node_id)] = name
+    path = Path(flwr_home) / SITES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(names, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def site_names(flwr_home: str | Path) -> dict[str, str]:
+    """Node id -> site name, for the SuperNodes registered from this flwr home."""
+    path = Path(flwr_home) / SITES_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def flwr_command(*args: str) -> list[str]:

@@ -62,7 +62,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     register = kinds.add_parser("register", help="allow a site's public key to join (run at the coordinator)")
     register.add_argument("public_key", type=Path)
-    register.add_argument("--name", required=True, help="the site's name, shown in `flwr supernode ls`")
+    register.add_argument("--name", required=True, help="the site's name, shown by `verticals fed sites`")
     _connection_options(register)
     listing = kinds.add_parser("sites", help="list the SuperNodes the SuperLink knows, online or not")
     _connection_options(listing)
@@ -81,6 +81,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--key", type=Path, help="this site's private key (from `fed keys`)")
     node.add_argument("--insecure", action="store_true")
     node.add_argument("--max-retries", type=int, help="give up connecting after this many tries")
+    node.add_argument(
+        "--threads", type=int,
+        help="CPU threads for this site's training (default: every core); for SuperNodes sharing a machine",
+    )  # fmt: skip
     run = kinds.add_parser("run", help="start a federated run on the SuperLink and follow it to the end")
     _connection_options(run)
     run.add_argument("--rounds", type=int)
@@ -148,6 +152,8 @@ def run(args: argparse.Namespace) -> None:
         )
     elif command == "supernode":
         _secure_or_insecure(args.ca, args.insecure, "--ca")
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
         from .sites import load_site, summarize
 
         site = load_site({"site": args.site, "data": str(args.data)})  # fails here, not mid-round
@@ -155,18 +161,17 @@ def run(args: argparse.Namespace) -> None:
         _exec(deploy.supernode_command(
             superlink=args.superlink, port=args.port, ca=None if args.insecure else args.ca, key=args.key,
             node_config={"site": args.site, "data": str(args.data.resolve())}, max_retries=args.max_retries,
-        ))  # fmt: skip
+        ), threads=args.threads)  # fmt: skip
     elif command == "register":
         _connect(args)
-        _call(
-            deploy.flwr_command(
-                "supernode", "register", str(args.public_key), CONNECTION, "--name", args.name
-            ),
-            args,
-        )
+        command = ["supernode", "register", str(args.public_key), CONNECTION, "--name", args.name]
+        registered = _call_json(deploy.flwr_command(*command), args)
+        deploy.remember_site(args.flwr_home, registered["node-id"], args.name)
+        print(f"verticals: site {args.name} registered as SuperNode {registered['node-id']}")
     elif command == "sites":
         _connect(args)
-        _call(deploy.flwr_command("supernode", "ls", CONNECTION), args)
+        listing = _call_json(deploy.flwr_command("supernode", "ls", CONNECTION), args)
+        print(sites_table(listing.get("nodes", []), deploy.site_names(args.flwr_home)))
     elif command == "run":
         _connect(args)
         args.registry.mkdir(parents=True, exist_ok=True)
@@ -211,15 +216,44 @@ def _absolute_url(url: str) -> str:
     return url
 
 
-def _exec(command: list[str]) -> None:
+def _exec(command: list[str], *, threads: int | None = None) -> None:
     print("verticals: " + shlex.join(command), flush=True)
-    os.execvpe(command[0], command, deploy.environment())
+    os.execvpe(command[0], command, deploy.environment(threads=threads))
 
 
 def _call(command: list[str], args: argparse.Namespace) -> None:
     result = subprocess.run(command, env=deploy.environment(args.flwr_home), check=False)
     if result.returncode:
         raise SystemExit(result.returncode)
+
+
+def _call_json(command: list[str], args: argparse.Namespace) -> dict:
+    """The `flwr` command's answer with `--format json`; its error message as ours when it fails."""
+    result = subprocess.run(
+        [*command, "--format", "json"], env=deploy.environment(args.flwr_home), capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    try:
+        answer = json.loads(result.stdout[result.stdout.index("{") :])
+    except ValueError:
+        answer = {"success": False, "error-message": (result.stderr or result.stdout).strip()}
+    if result.returncode or not answer.get("success"):
+        message = " ".join(str(answer.get("error-message") or "no answer").split())
+        raise ValueError(f"flwr {shlex.join(command[1:3])} failed: {message}")
+    return answer
+
+
+def sites_table(nodes: list[dict], names: dict[str, str]) -> str:
+    """The SuperNodes as `flwr supernode ls` gives them, with the names they were registered under."""
+    rows = [("site", "node id", "status", "since")]
+    for node in nodes:
+        node_id, status = str(node.get("node-id")), str(node.get("status"))
+        since = node.get("online-at") if status == "online" else node.get("offline-at")
+        rows.append((names.get(node_id, "?"), node_id, status, str(since or "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    online = sum(node.get("status") == "online" for node in nodes)
+    return "\n".join([*lines, f"{online} of {len(nodes)} online"]).rstrip()
 
 
 def ui_process(

@@ -94,6 +94,7 @@ class Federation:
             "fed", "supernode", "--site", name, "--data", str(self.root / "data" / data),
             "--superlink", self.superlink, "--port", str(free_port()),
             "--ca", str(self.root / "certs" / "ca.crt"), "--key", str(self.root / "keys" / name),
+            "--threads", "1",
         ]  # fmt: skip
 
     def run(self, *settings: str) -> subprocess.Popen[str]:
@@ -158,6 +159,16 @@ def test_two_hospitals_complete_a_round_over_tls_with_registered_keys(federation
     store.close()
     assert sorted(record.sites) == ["north", "south"] and record.failures == 0
     assert AdapterRegistry(federation.root / "registry").version("medical") == record.adapter_version
+
+
+def test_sites_are_listed_under_the_names_they_were_registered_with(federation):
+    if "north" not in federation.nodes:
+        federation.start_node("north")
+    federation.wait_online(1)
+    lines = verticals("fed", "sites", *federation.connection).stdout.splitlines()
+    status = {line.split()[0]: line.split()[2] for line in lines[1:-1]}
+    assert status.keys() == {"north", "south", "east"} and status["north"] == "online"
+    assert lines[-1].endswith(f"of {len(status)} online")
 
 
 def test_an_unregistered_key_cannot_join(federation):

@@ -70,6 +70,10 @@ def test_split_writes_site_folders_a_supernode_reads(tmp_path, capsys):
             "/nonexistent/ca.crt does not exist",
         ),
         (["fed", "run"], "give --ca (TLS), or --insecure"),
+        (
+            ["fed", "supernode", "--site", "x", "--data", "x", "--insecure", "--threads", "0"],
+            "--threads must be",
+        ),
     ],
 )
 def test_missing_security_or_files_are_named(args, message, capsys):
