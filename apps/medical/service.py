@@ -44,7 +44,7 @@ class MedicalService:
         self._recognizer: EntityRecognizer | None = None
         self._loaded: tuple[Path, float] | None = None  # the weights file and its mtime
         self._lock = threading.Lock()
-        self.rounds = RoundStore(settings.rounds_database)
+        self.rounds = RoundStore(settings.rounds_database)  # the coordinator's round records
 
     @classmethod
     def start(cls, settings: MedicalSettings) -> MedicalService:
@@ -108,19 +108,15 @@ class MedicalService:
 
     def federation(self, run_id: int | None = None) -> dict[str, Any]:
         """A run (default: the newest) with its rounds, and the list of runs."""
-        store = RoundStore(self.settings.rounds_database)
-        try:
-            runs = store.runs()
-            chosen = (
-                next((r for r in runs if r.id == run_id), None)
-                if run_id is not None
-                else (runs[0] if runs else None)
-            )
-            if run_id is not None and chosen is None:
-                raise KeyError(f"no federated run {run_id}")
-            rounds = store.rounds(chosen.id) if chosen else []
-        finally:
-            store.close()
+        runs = self.rounds.runs()
+        chosen = (
+            next((r for r in runs if r.id == run_id), None)
+            if run_id is not None
+            else (runs[0] if runs else None)
+        )
+        if run_id is not None and chosen is None:
+            raise KeyError(f"no federated run {run_id}")
+        rounds = self.rounds.rounds(chosen.id) if chosen else []
         return {
             "runs": [asdict(r) for r in runs],
             "run": asdict(chosen) if chosen else None,
