@@ -97,19 +97,31 @@ def suite_server(options: list[str], *, log: Path, timeout_s: float = 300) -> It
         server.wait(timeout=30)
 
 
-def run_sections(report: dict, *, sections: tuple[str, ...], chosen: list[str], benches: dict, args) -> None:
+def run_sections(
+    report: dict,
+    *,
+    sections: tuple[str, ...],
+    chosen: list[str],
+    benches: dict,
+    args,
+    out: Path | None = None,
+) -> None:
     """Runs each chosen section in `sections` order into `report[name]`, timing it, and prints a
-    line per section as it ends (a long run shows progress)."""
+    line per section as it ends (a long run shows progress). With `out`, the report so far is
+    written there after each section, so a failure hours into a run keeps what it measured."""
     for name in sections:
         if name in chosen:
             started = time.perf_counter()
             report[name] = benches[name](args)
             report[name]["section_s"] = round(time.perf_counter() - started, 1)
             print(f"{name}: {json.dumps(report[name])[:300]}", flush=True)
+            if out is not None:
+                write_report(report, out, quiet=True)
 
 
-def write_report(report: dict, out: Path) -> None:
+def write_report(report: dict, out: Path, *, quiet: bool = False) -> None:
     """The benchmark's JSON, written where `--out` says."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    if not quiet:
+        print(f"wrote {out}")

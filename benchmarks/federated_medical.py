@@ -175,7 +175,7 @@ def bench_single_sites(args) -> dict:
     from apps.medical.sites import split_corpus
 
     out = {}
-    for mode in ("even", "skewed"):
+    for mode in args.single_site_splits:
         for name, share in split_corpus(args.data["train"], SITES, mode=mode).items():
             with tempfile.TemporaryDirectory() as scratch:
                 out[f"{mode}/{name}"] = train_alone(
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small slices, tiny adapter, 2 rounds")
     parser.add_argument("--rounds", type=int, default=8, help="federated rounds = epochs of the others")
     parser.add_argument(
-        "--dp-noise", type=comma_separated(float), default=[0.1, 0.5], help="noise multipliers"
+        "--dp-noise", type=comma_separated(float), default=[0.01, 0.1], help="noise multipliers"
     )
     parser.add_argument("--dp-clip", type=float, default=1.0, help="clipping norm of each site's update")
     parser.add_argument(
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"environment": environment(["cpu"]), "quick": args.quick, "rounds": args.rounds}
     report["task"] = args.task.to_config()
     report["bytes"] = model_bytes(args.task)
-    run_sections(report, sections=SECTIONS, chosen=args.sections, benches=benches, args=args)
+    run_sections(report, sections=SECTIONS, chosen=args.sections, benches=benches, args=args, out=args.out)
     print("\n".join(table(report)))
     write_report(report, args.out)
     return report
