@@ -246,9 +246,12 @@ def table(report: dict) -> list[str]:
     for name, result in report.get("single_sites", {}).items():
         if isinstance(result, dict):
             add(f"single site {name}", result)
+    from federated.privacy import epsilon
+
     for name, result in report.get("dp", {}).items():
         if isinstance(result, dict):
-            add(f"federated even, DP {name}, clip {report['dp']['clip']}", result)
+            spent = epsilon(noise_multiplier=float(name.split()[-1]), rounds=report["rounds"])
+            add(f"federated even, DP {name} (epsilon {spent:,.0f}), clip {report['dp']['clip']}", result)
     lines = aligned_rows(rows)
     if "centralized" in report and "even" in report:
         central = report["centralized"]["test"]["f1"]

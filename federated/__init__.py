@@ -8,6 +8,6 @@ knowledge (a vertical brings its task, its records and its names).
 Modules: `task` (the federation's contract), `site` (local training and evaluation through the
 training loop, replies with adapter and head tensors, counts and metrics only), `server` (FedAvg /
 FedProx, server-side DP, round records, publication to the adapter registry), `secure` (SecAgg+
-through Flower's legacy workflow), `records` (runs
+through Flower's legacy workflow), `privacy` (the epsilon server-side DP spends), `records` (runs
 and rounds in SQL), `deploy` (certificates, node keys, SuperLink / SuperNode command lines).
 """

@@ -32,6 +32,7 @@ from core_model.train.adapters import adapter_state, evaluate_examples, load_ada
 from core_model.train.metrics import span_scores
 from core_model.train.registry import AdapterRegistry
 
+from .privacy import DEFAULT_DELTA, epsilon
 from .records import RoundRecord, RoundStore
 from .site import ARRAYS, METRICS, SITE, MetricValues, from_record, number, to_record
 from .task import FederatedTask
@@ -219,6 +220,9 @@ def run_federation(grid: Grid, context: Context, task: FederatedTask, settings: 
         metrics: dict[str, Any] = {"sites": current.get("site_metrics", {})}
         if evaluation:
             metrics["server"] = evaluate_examples(model, evaluation, batch_size=task.batch_size)
+        if settings.dp_noise > 0:  # what the adapters published so far reveal about any one site
+            spent = epsilon(noise_multiplier=settings.dp_noise, rounds=server_round)
+            metrics["privacy"] = {"epsilon": spent, "delta": DEFAULT_DELTA}
         version = publish(model, registry, settings.adapter, server_round, metrics, task)
         store.add_round(
             run_id,

@@ -13,6 +13,7 @@ from flwr.simulation import run_simulation
 from safetensors.torch import load_file
 
 from core_model.train.registry import AdapterRegistry
+from federated.privacy import epsilon
 from federated.records import RoundStore
 from federated.server import ServerSettings, coordinator_app
 from federated.site import MESSAGE_KEYS, site_app
@@ -136,6 +137,7 @@ def test_fedprox_under_server_side_differential_privacy(task, sites, tmp_path):
     assert run.strategy == "fedprox+dp" and run.settings["server"]["dp_noise"] == 0.5
     (record,) = store.rounds(run.id)
     assert sorted(record.sites) == sorted(SITES)
+    assert record.metrics["privacy"] == {"epsilon": epsilon(noise_multiplier=0.5, rounds=1), "delta": 1e-5}
     assert AdapterRegistry(settings.registry).version("ner") == record.adapter_version
     store.close()
 
