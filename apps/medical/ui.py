@@ -73,6 +73,9 @@ def site_summary(data: str) -> dict[str, Any]:
     return {"name": site.name, "train": summarize(site.train), "evaluation": summarize(site.evaluation)}
 
 
+PRIVACY_COLUMN = "ε spent (DP, δ=1e-5)"  # only runs with server-side DP record it
+
+
 def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in rounds:
@@ -89,8 +92,10 @@ def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
             "KB up": r["bytes_up"] / 1000,
             "seconds": round(r["seconds"], 1),
             "adapter": (r["adapter_version"] or "")[:12],
+            PRIVACY_COLUMN: r["metrics"].get("privacy", {}).get("epsilon"),
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.drop(columns=PRIVACY_COLUMN) if frame[PRIVACY_COLUMN].isna().all() else frame
 
 
 def render_federation(args: argparse.Namespace) -> None:

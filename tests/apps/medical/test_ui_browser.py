@@ -25,9 +25,9 @@ SCREENSHOT = ROOT / "docs" / "images" / "medical_site.png"
 @pytest.fixture(scope="module")
 def recorded_run(medical_settings) -> int:
     store = RoundStore(medical_settings.rounds_database)
-    run_id = store.start_run(adapter="medical", strategy="fedavg", settings={}, rounds=3)
+    run_id = store.start_run(adapter="medical", strategy="fedavg+dp", settings={}, rounds=3)
     for n, f1 in enumerate((0.41, 0.58, 0.66), start=1):
-        metrics = {"server": {"f1": f1}, "sites": {"f1": f1 - 0.02}}
+        metrics = {"server": {"f1": f1}, "sites": {"f1": f1 - 0.02}, "privacy": {"epsilon": 9.5 * n}}
         record = RoundRecord(
             round=n, sites=["north", "south", "east"], examples=4300,
             bytes_down=6_000_000, bytes_up=3_000_000,
@@ -48,6 +48,7 @@ def test_the_site_page_shows_the_federation_its_counts_and_masks_phi(ui_url, rec
         expect(page.locator("[data-testid='stVegaLiteChart'], .vega-embed").first).to_be_visible()
         grid = page.get_by_test_id("stDataFrame").first
         expect(grid.locator("[role=row]").filter(has_text="north, south, east")).to_have_count(3)
+        expect(grid.locator("[role=columnheader]").filter(has_text="ε spent")).to_have_count(1)
         training = page.get_by_test_id("stMetric").filter(has_text="Training sentences")
         expect(training.get_by_test_id("stMetricValue")).not_to_have_text("0")
         expect(page.get_by_text("How to join")).to_be_visible()
