@@ -50,7 +50,7 @@ def corpus(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
 def the_task(args: argparse.Namespace):
     from apps.medical.federation import MEDICAL_TASK
 
-    task = replace(MEDICAL_TASK, local_epochs=1)
+    task = replace(MEDICAL_TASK, local_epochs=1, lr=args.lr or MEDICAL_TASK.lr)
     if args.quick:
         task = replace(task, rank=2, max_length=64)
     return task
@@ -147,14 +147,15 @@ def update_norms(registry: Path, rounds: int) -> list[float]:
 
 
 def bench_centralized(args) -> dict:
+    """The training loop on the records the 3 sites of the even split train on, pooled (each
+    site keeps a tenth of its documents for its own evaluation), the dev set picking the epoch."""
+    from apps.medical.sites import split_corpus
+
+    shares = split_corpus(args.data["train"], SITES, mode="even")
+    pooled = [s for share in shares.values() for s in share["train"]]
     with tempfile.TemporaryDirectory() as scratch:
         return train_alone(
-            args.task,
-            args.data["train"],
-            args.data["dev"],
-            args.data["test"],
-            epochs=args.rounds,
-            out=Path(scratch),
+            args.task, pooled, args.data["dev"], args.data["test"], epochs=args.rounds, out=Path(scratch)
         )
 
 
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sections", type=comma_separated(str), default=list(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="small slices, tiny adapter, 2 rounds")
     parser.add_argument("--rounds", type=int, default=8, help="federated rounds = epochs of the others")
+    parser.add_argument("--lr", type=float, help="learning rate of every section (default: the task's)")
     parser.add_argument(
         "--dp-noise", type=comma_separated(float), default=[0.01, 0.1], help="noise multipliers"
     )

@@ -18,7 +18,7 @@ def test_quick_run_reports_every_section(tmp_path):
     for name in ("centralized", "even", "skewed"):
         assert 0.0 <= report[name]["test"]["f1"] <= 1.0
     assert report["centralized"]["train_sentences"] == report["even"]["train_sentences"]  # the same records
-    assert sorted(report["single_sites"]) == sorted(
+    assert sorted(k for k in report["single_sites"] if k != "section_s") == sorted(
         f"{m}/{s}" for m in ("skewed", "even") for s in ("north", "south", "east")
     )
     assert set(report["dp"]) == {"clip", "noise 0.5", "section_s"}
