@@ -4,7 +4,7 @@ federation under server-side differential privacy; bytes per round (adapter vs f
 round time. The federated runs go through the suite's own ServerApp and ClientApp under Flower's
 simulation engine (3 virtual SuperNodes), the same code the deployment runs.
 
-    .venv/bin/python benchmarks/federated_medical.py                      # every section (~2 h on 2 cores)
+    .venv/bin/python benchmarks/federated_medical.py                      # every section (~1.6 h on 2 cores)
     .venv/bin/python benchmarks/federated_medical.py --quick              # a smoke run of every section
     .venv/bin/python benchmarks/federated_medical.py --sections centralized,even --rounds 8
 
