@@ -74,6 +74,7 @@ def site_summary(data: str) -> dict[str, Any]:
 
 
 PRIVACY_COLUMN = "ε spent (DP, δ=1e-5)"  # only runs with server-side DP record it
+HELD_OUT_COLUMN = "F1 (held-out)"  # only runs whose coordinator holds evaluation records
 
 
 def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
@@ -86,16 +87,16 @@ def rounds_frame(rounds: list[dict[str, Any]]) -> pd.DataFrame:
             "sites": ", ".join(r["sites"]),
             "failed sites": r["failures"],
             "records trained": r["examples"],
-            "F1 (held-out)": server.get("f1"),
+            HELD_OUT_COLUMN: server.get("f1"),
             "F1 (sites pooled)": sites.get("f1"),
-            "KB down": r["bytes_down"] / 1000,
-            "KB up": r["bytes_up"] / 1000,
+            "MB down": round(r["bytes_down"] / 1e6, 2),
+            "MB up": round(r["bytes_up"] / 1e6, 2),
             "seconds": round(r["seconds"], 1),
             "adapter": (r["adapter_version"] or "")[:12],
             PRIVACY_COLUMN: r["metrics"].get("privacy", {}).get("epsilon"),
         })  # fmt: skip
-    frame = pd.DataFrame(rows)
-    return frame.drop(columns=PRIVACY_COLUMN) if frame[PRIVACY_COLUMN].isna().all() else frame
+    frame = pd.DataFrame(rows).round({HELD_OUT_COLUMN: 4, "F1 (sites pooled)": 4})
+    return frame.drop(columns=[c for c in (HELD_OUT_COLUMN, PRIVACY_COLUMN) if frame[c].isna().all()])
 
 
 def render_federation(args: argparse.Namespace) -> None:
@@ -116,10 +117,10 @@ def render_federation(args: argparse.Namespace) -> None:
         return
     frame = rounds_frame(rounds)
     st.subheader("F1 over rounds")
-    f1 = frame.set_index("round")[["F1 (held-out)", "F1 (sites pooled)"]].dropna(axis=1, how="all")
+    f1 = frame.set_index("round")[[c for c in (HELD_OUT_COLUMN, "F1 (sites pooled)") if c in frame]]
     st.line_chart(f1, x_label="round", y_label="entity F1 (exact spans)")
     st.subheader("Bytes sent per round (adapter and head tensors only)")
-    st.bar_chart(frame.set_index("round")[["KB down", "KB up"]], x_label="round", y_label="KB", stack=False)
+    st.bar_chart(frame.set_index("round")[["MB down", "MB up"]], x_label="round", y_label="MB", stack=False)
     st.subheader("Rounds")
     st.dataframe(frame, hide_index=True, width="stretch")
 

@@ -2,25 +2,21 @@
 the page on loopback: a recorded run's rounds and F1, the site's own counts, how to join, and
 the recogniser showing text de-identified.
 
-VERTICALS_SCREENSHOT=1 .venv/bin/python -m pytest tests/apps/medical/test_ui_browser.py -q
-    # also writes docs/images/medical_site.png
+.venv/bin/python -m pytest tests/apps/medical/test_ui_browser.py -q
+
+(docs/images/medical_site.png is the page of the README's federation on one machine, not of this
+test's recorded run.)
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 from playwright.sync_api import expect
 
 from federated.records import RoundRecord, RoundStore
 from tests.browser import chromium_page
-from tests.loopback import ROOT
 
 pytestmark = pytest.mark.slow
-
-SCREENSHOT = ROOT / "docs" / "images" / "medical_site.png"
-
 
 @pytest.fixture(scope="module")
 def recorded_run(medical_settings) -> int:
@@ -58,6 +54,3 @@ def test_the_site_page_shows_the_federation_its_counts_and_masks_phi(ui_url, rec
         shown = page.get_by_test_id("stCode")
         expect(shown).to_contain_text("Seen by Dr. [NAME] on [DATE] (MRN [ID])")
         expect(shown).not_to_contain_text("Anna Berg")
-        if os.environ.get("VERTICALS_SCREENSHOT") == "1":
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
