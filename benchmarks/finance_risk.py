@@ -1,0 +1,121 @@
+"""Fraud scoring on the Fraud Detection Handbook's simulated transactions, by its delayed-label
+protocol: train on a block of days, skip 7 days (labels arrive late), test on the next 7 days
+(cards already known compromised left out). Test AUC ROC, average precision and card
+precision@100 per day, for each model on the same features and rows; each model is tuned on the
+same protocol two weeks earlier.
+
+    .venv/bin/python benchmarks/finance_risk.py                     # the handbook's weeks (~1 min)
+    .venv/bin/python benchmarks/finance_risk.py --train-days 28     # four weeks of training
+
+Sections: baselines (logistic regression, gradient-boosted trees). Writes
+benchmarks/results/finance_risk.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import ROOT, aligned_rows, comma_separated, environment, run_sections, write_report  # noqa: E402
+
+SECTIONS = ("baselines",)
+PARTS = ("train", "test")
+# the handbook's published test figures (chapters 5 and 7), for the table's last rows
+HANDBOOK = {
+    "handbook XGBoost": {"auc": 0.869, "ap": 0.687, "cp_at_k": 0.303},
+    "handbook LSTM + attention": {"auc": 0.874, "ap": 0.667, "cp_at_k": 0.295},
+}
+
+
+def load(args: argparse.Namespace) -> dict:
+    from apps.finance_risk.features import FEATURES, with_features
+    from apps.finance_risk.protocol import DelayedSplit
+    from apps.finance_risk.transactions import DATASET, FILE, read_transactions
+    from core_model.datasets import dataset_dir
+
+    split = DelayedSplit.starting(args.test_start, train_days=args.train_days)
+    split = split.shifted(-(args.train_days + split.delay_days))  # the test block starts at test_start
+    validation = split.shifted(-(split.delay_days + split.test_days))
+    history_days = 30 + split.delay_days  # the widest feature window reaches this far back
+    frame = read_transactions(
+        dataset_dir(DATASET) / FILE, days=(max(0, validation.train_start - history_days), split.test_stop)
+    )
+    frame = with_features(frame)
+    blocks = {"validation": validation.apply(frame), "test": split.apply(frame)}
+    arrays = {
+        name: {
+            part: (rows[FEATURES].to_numpy(), rows["fraud"].to_numpy())
+            for part, rows in zip(PARTS, pair, strict=True)
+        }
+        for name, pair in blocks.items()
+    }  # fmt: skip
+    return {"split": split, "validation": validation, "frames": blocks, "arrays": arrays}
+
+
+def bench_baselines(args: argparse.Namespace) -> dict:
+    from apps.finance_risk.baselines import BASELINES, fit_baseline
+    from apps.finance_risk.metrics import fraud_metrics
+
+    data = args.data
+    (Xv, yv), (Xv_test, yv_test) = data["arrays"]["validation"]["train"], data["arrays"]["validation"]["test"]
+    (X, y), (X_test, _) = data["arrays"]["test"]["train"], data["arrays"]["test"]["test"]
+    out = {}
+    for name in BASELINES:
+        started = time.perf_counter()
+        model, chosen = fit_baseline(name, Xv, yv, X_valid=Xv_test, y_valid=yv_test, X_refit=X, y_refit=y)
+        scores = model.predict_proba(X_test)[:, 1]
+        out[name] = {
+            **fraud_metrics(data["frames"]["test"][1], scores, k=100), "chosen": chosen,
+            "seconds": round(time.perf_counter() - started, 1),
+        }  # fmt: skip
+    return out
+
+
+def table(report: dict) -> list[str]:
+    rows = [["model", "test AUC", "AP", "CP@100", "seconds"]]
+    for name, result in report.get("baselines", {}).items():
+        if isinstance(result, dict):
+            rows.append([name, f"{result['auc']:.4f}", f"{result['ap']:.4f}", f"{result['cp_at_k']:.4f}",
+                         f"{result['seconds']:.0f}"])  # fmt: skip
+    for name, figures in HANDBOOK.items():
+        rows.append([name, f"{figures['auc']:.3f}", f"{figures['ap']:.3f}", f"{figures['cp_at_k']:.3f}", "-"])
+    lines = aligned_rows(rows)
+    sizes = report["rows"]
+    lines.append(
+        f"blocks {report['blocks']}; train {sizes['train']:,} transactions ({sizes['train_frauds']} frauds), "
+        f"test {sizes['test']:,} ({sizes['test_frauds']} frauds)"
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", type=comma_separated(str), default=list(SECTIONS))
+    parser.add_argument("--test-start", default="2018-08-08", help="first day of the test block")
+    parser.add_argument("--train-days", type=int, default=7, help="days of the training block")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/finance_risk.json")
+    args = parser.parse_args(argv)
+    if unknown := set(args.sections) - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args.data = load(args)
+    train, test = args.data["frames"]["test"]
+    report: dict = {"environment": environment(["cpu"]), "blocks": args.data["split"].dates()}
+    report["validation_blocks"] = args.data["validation"].dates()
+    report["rows"] = {
+        "train": len(train), "train_frauds": int(train["fraud"].sum()),
+        "test": len(test), "test_frauds": int(test["fraud"].sum()),
+    }  # fmt: skip
+    run_sections(
+        report, sections=SECTIONS, chosen=args.sections, benches={"baselines": bench_baselines}, args=args
+    )
+    print("\n".join(table(report)))
+    write_report(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
