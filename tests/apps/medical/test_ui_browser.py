@@ -18,6 +18,7 @@ from tests.browser import chromium_page
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def recorded_run(medical_settings) -> int:
     store = RoundStore(medical_settings.rounds_database)
