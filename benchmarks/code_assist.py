@@ -39,8 +39,10 @@ from benchmarks.common import (  # noqa: E402
     aligned_rows,
     comma_separated,
     environment,
+    parse_sections,
     percentile,
     run_sections,
+    section_parser,
     suite_server,
     write_report,
 )
@@ -320,8 +322,7 @@ def table(report: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     from apps.code_assist.settings import ASSETS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", type=comma_separated(str), default=list(SECTIONS))
+    parser = section_parser(__doc__, SECTIONS, results="code_assist.json")
     parser.add_argument("--quick", action="store_true", help="small slices of every section")
     parser.add_argument("--adapter", default=str(ASSETS / "fim"))
     parser.add_argument("--cases", type=int, default=300, help="line-completion cursors")
@@ -332,10 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-tokens", type=int, default=256, help="per pass@1 completion")
     parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 4])
     parser.add_argument("--requests", type=int, default=30, help="completions per client")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/code_assist.json")
-    args = parser.parse_args(argv)
-    if unknown := set(args.sections) - set(SECTIONS):
-        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args = parse_sections(parser, argv)
     if args.quick:
         args.cases, args.limit, args.max_tokens, args.requests, args.ngram_tokens = 12, 3, 32, 3, 100_000
     benches = {

@@ -5,6 +5,7 @@ Not a benchmark itself; each script under benchmarks/ imports it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import platform
@@ -24,6 +25,24 @@ ROOT = Path(__file__).resolve().parents[1]
 def comma_separated(cast: Callable[[str], object]) -> Callable[[str], list]:
     """An argparse type for "1,8,32" -> [1, 8, 32]."""
     return lambda text: [cast(item) for item in text.split(",") if item]
+
+
+def section_parser(doc: str, sections: tuple[str, ...], *, results: str) -> argparse.ArgumentParser:
+    """A benchmark's parser with --sections (default: all of them) and --out (default
+    benchmarks/results/<results>); parse it with `parse_sections`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--sections", type=comma_separated(str), default=list(sections))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / results)
+    parser.set_defaults(known_sections=sections)
+    return parser
+
+
+def parse_sections(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed arguments, or a usage error naming the unknown sections."""
+    args = parser.parse_args(argv)
+    if unknown := set(args.sections) - set(args.known_sections):
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {args.known_sections}")
+    return args
 
 
 def environment(devices: list[str]) -> dict:

@@ -36,8 +36,10 @@ from benchmarks.common import (  # noqa: E402
     aligned_rows,
     comma_separated,
     environment,
+    parse_sections,
     percentile,
     run_sections,
+    section_parser,
     suite_server,
     write_report,
 )
@@ -355,8 +357,7 @@ def table(report: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     from apps.customer_service.settings import ASSETS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", type=comma_separated(str), default=list(SECTIONS))
+    parser = section_parser(__doc__, SECTIONS, results="customer_service.json")
     parser.add_argument("--quick", action="store_true", help="small slices of every section")
     parser.add_argument("--intent-adapter", default=str(ASSETS / "intents"))
     parser.add_argument("--slot-splits", type=int, default=10)
@@ -367,10 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, default=40, help="messages per client")
     parser.add_argument("--drafts", type=int, default=20)
     parser.add_argument("--limit", type=int, help="examples per section (quick runs)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/customer_service.json")
-    args = parser.parse_args(argv)
-    if unknown := set(args.sections) - set(SECTIONS):
-        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args = parse_sections(parser, argv)
     if args.quick:
         args.limit, args.slot_splits, args.slot_epochs, args.sgd_epochs = 200, 1, 1, 1
         args.requests, args.drafts = 5, 2

@@ -29,7 +29,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, aligned_rows, comma_separated, environment, run_sections, write_report  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    aligned_rows,
+    comma_separated,
+    environment,
+    parse_sections,
+    run_sections,
+    section_parser,
+    write_report,
+)
 
 SECTIONS = ("centralized", "even", "skewed", "single_sites", "dp")
 SITES = ["north", "south", "east"]
@@ -273,8 +281,7 @@ def table(report: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", type=comma_separated(str), default=list(SECTIONS))
+    parser = section_parser(__doc__, SECTIONS, results="federated_medical.json")
     parser.add_argument("--quick", action="store_true", help="small slices, tiny adapter, 2 rounds")
     parser.add_argument("--rounds", type=int, default=8, help="federated rounds = epochs of the others")
     parser.add_argument("--lr", type=float, help="learning rate of every section (default: the task's)")
@@ -287,10 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="the splits whose sites are also trained alone",
     )  # fmt: skip
     parser.add_argument("--keep-adapter", type=Path, help="copy the even federation's final adapter here")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/federated_medical.json")
-    args = parser.parse_args(argv)
-    if unknown := set(args.sections) - set(SECTIONS):
-        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args = parse_sections(parser, argv)
     if args.quick:
         args.rounds, args.dp_noise = 2, [0.5]
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the simulation's two workers share the 2 cores
