@@ -1,0 +1,118 @@
+"""The fraud model: a transaction read with its card's history through the suite's MoE trunk.
+
+    model = FraudModel(FraudModelConfig.preset("small"), scaler=Scaler.fit(X_train))
+    logits_B = model(events_BTF, gaps_BT, mask_BT, aggregates_BA)
+
+The card's last T transactions enter through `SeriesEmbedder` (values and time gaps); the
+transaction's aggregate features (the handbook's customer windows and terminal risk, standardised)
+enter as one more token after them. The trunk runs causally, so that last token attends over
+the card's history (temporal attention, as the handbook's LSTM-with-attention does with the
+current transaction as the query), and `SequenceClassificationHead` reads it: one fraud logit.
+
+A fresh trunk (no text pre-training helps here); training lives in `training.py`.
+Legend: B batch, T events, F event features, A aggregate features, D hidden size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core_model.config import MoEConfig
+from core_model.embedders import SeriesEmbedder
+from core_model.heads import SequenceClassificationHead
+from core_model.model import MoEForCausalLM
+
+from .features import FEATURES
+from .sequences import EVENT_FEATURES
+
+
+@dataclass(frozen=True)
+class FraudModelConfig:
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    experts: int = 8  # routed experts of each MoE layer (the first layer is dense)
+    experts_per_event: int = 2
+    history: int = 16  # T: the card's last transactions, this one included
+    dropout: float = 0.1
+
+    @classmethod
+    def preset(cls, name: str) -> FraudModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown fraud model preset {name!r}; presets: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+    def trunk_config(self) -> MoEConfig:
+        config = MoEConfig.preset("tiny")
+        head_dim = self.hidden_size // self.heads
+        D = self.hidden_size
+        return replace(
+            config, vocab_size=1, hidden_size=D, intermediate_size=2 * D, moe_intermediate_size=D // 2,
+            num_hidden_layers=self.layers, num_attention_heads=self.heads, q_lora_rank=D // 2,
+            kv_lora_rank=D // 2, qk_nope_head_dim=head_dim, qk_rope_head_dim=max(2, head_dim // 2),
+            v_head_dim=head_dim, n_routed_experts=self.experts, num_experts_per_tok=self.experts_per_event,
+            n_group=1, topk_group=1, max_position_embeddings=self.history + 1,
+        )  # fmt: skip
+
+
+PRESETS = {
+    "tiny": FraudModelConfig(hidden_size=32, layers=2, heads=2, experts=4, history=4),  # the fast tests
+    "small": FraudModelConfig(),
+}
+
+
+class Scaler(nn.Module):
+    """Standardisation of the aggregate features, fitted on training rows and saved with the model."""
+
+    mean_A: torch.Tensor
+    scale_A: torch.Tensor
+
+    def __init__(self, mean_A: np.ndarray, scale_A: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean_A", torch.as_tensor(mean_A, dtype=torch.float32))
+        self.register_buffer("scale_A", torch.as_tensor(scale_A, dtype=torch.float32))
+
+    @classmethod
+    def fit(cls, X_NA: np.ndarray) -> Scaler:
+        return cls(X_NA.mean(axis=0), np.where(X_NA.std(axis=0) > 0, X_NA.std(axis=0), 1.0))
+
+    def forward(self, x_BA: torch.Tensor) -> torch.Tensor:
+        return (x_BA - self.mean_A) / self.scale_A
+
+
+class FraudModel(nn.Module):
+    def __init__(self, config: FraudModelConfig, *, scaler: Scaler):
+        super().__init__()
+        self.config = config
+        self.scaler = scaler
+        D = config.hidden_size
+        self.embedder = SeriesEmbedder(hidden_size=D, num_features=len(EVENT_FEATURES))
+        self.aggregate = nn.Sequential(nn.Linear(len(FEATURES), D), nn.LayerNorm(D))
+        self.backbone = MoEForCausalLM(config.trunk_config())  # its 1-token vocabulary is never read
+        self.backbone.init_weights()  # the MoE's expert tensors are allocated, not initialised
+        self.head = SequenceClassificationHead(
+            hidden_size=D, num_labels=1, pooling="last", dropout=config.dropout
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def forward(
+        self,
+        events_BTF: torch.Tensor,
+        gaps_BT: torch.Tensor,
+        mask_BT: torch.Tensor,
+        aggregates_BA: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fraud logits [B]."""
+        x_BTD = self.embedder(events_BTF, gaps_BT)
+        context_B1D = self.aggregate(self.scaler(aggregates_BA))[:, None, :]
+        x_BSD = torch.cat([x_BTD, context_B1D], dim=1)  # S = T + 1
+        mask_BS = torch.cat([mask_BT, torch.ones_like(mask_BT[:, :1])], dim=1)
+        hidden_BSD = self.backbone.trunk(inputs_embeds=x_BSD, attention_mask=mask_BS)
+        return self.head(hidden_BSD, mask_BS)[:, 0]
