@@ -2,6 +2,8 @@
 
     model = FraudModel(FraudModelConfig.preset("small"), scaler=Scaler.fit(X_train))
     logits_B = model(events_BTF, gaps_BT, mask_BT, aggregates_BA)
+    save_fraud_model(model, "runs/finance/model", metrics={"ap": 0.65})
+    model, card = load_fraud_model("runs/finance/model")          # card: config.json as a dict
 
 The card's last T transactions enter through `SeriesEmbedder` (values and time gaps); the
 transaction's aggregate features (the handbook's customer windows and terminal risk, standardised)
@@ -15,11 +17,14 @@ Legend: B batch, T events, F event features, A aggregate features, D hidden size
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core_model.config import MoEConfig
@@ -27,7 +32,7 @@ from core_model.embedders import SeriesEmbedder
 from core_model.heads import SequenceClassificationHead
 from core_model.model import MoEForCausalLM
 
-from .features import FEATURES
+from .features import DELAY_DAYS, FEATURES
 from .sequences import EVENT_FEATURES
 
 
@@ -116,3 +121,38 @@ class FraudModel(nn.Module):
         mask_BS = torch.cat([mask_BT, torch.ones_like(mask_BT[:, :1])], dim=1)
         hidden_BSD = self.backbone.trunk(inputs_embeds=x_BSD, attention_mask=mask_BS)
         return self.head(hidden_BSD, mask_BS)[:, 0]
+
+
+WEIGHTS, CARD = "model.safetensors", "config.json"
+
+
+def save_fraud_model(model: FraudModel, directory: str | Path, *, metrics: dict[str, Any]) -> Path:
+    """`directory`/model.safetensors (weights and the feature scaler) and config.json (the model's
+    shape, the feature lists it reads, the label delay, and `metrics`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / WEIGHTS))
+    card = {
+        "model": model.to_config(), "features": FEATURES, "event_features": list(EVENT_FEATURES),
+        "delay_days": DELAY_DAYS, "metrics": metrics,
+    }  # fmt: skip
+    (directory / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return directory
+
+
+def load_fraud_model(directory: str | Path) -> tuple[FraudModel, dict[str, Any]]:
+    """The model saved in `directory` (eval mode) and its card, or a ValueError naming what does
+    not match this code's features."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file() or not (directory / CARD).is_file():
+        raise ValueError(f"{directory}: not a fraud model (needs {WEIGHTS} and {CARD})")
+    card = json.loads((directory / CARD).read_text())
+    if card.get("features") != FEATURES or card.get("event_features") != list(EVENT_FEATURES):
+        raise ValueError(f"{directory / CARD}: the model reads other features than this code computes")
+    known = {f.name for f in fields(FraudModelConfig)}
+    config = FraudModelConfig(**{k: v for k, v in card["model"].items() if k in known})
+    tensors = load_file(str(directory / WEIGHTS))
+    scaler = Scaler(tensors["scaler.mean_A"].numpy(), tensors["scaler.scale_A"].numpy())
+    model = FraudModel(config, scaler=scaler)
+    model.load_state_dict(tensors)
+    return model.eval(), card
