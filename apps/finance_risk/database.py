@@ -1,0 +1,31 @@
+"""The finance-risk database: its migrations, as `core_model.storage.Migrations`.
+
+    upgrade("sqlite:///runs/finance.db")   # create or migrate the tables to the newest revision
+    engine = make_engine(url)
+    Session = session_factory(engine)
+
+The version table is `alembic_version_finance_risk` and only `fr_` tables are compared, so the apps'
+histories live side by side in one shared database. This module holds no queries (`store.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apps.finance_risk.models import Base
+from core_model.storage import Migrations, UTCDateTime, make_engine, session_factory
+
+__all__ = ["MIGRATIONS", "make_engine", "session_factory", "upgrade"]
+
+
+def _render_item(type_: str, obj, autogen_context):
+    """Write `UTCDateTime` as the plain `sa.DateTime(timezone=True)` it stores."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+MIGRATIONS = Migrations(
+    Path(__file__).parent / "migrations", "alembic_version_finance_risk", Base.metadata, _render_item
+)
+upgrade = MIGRATIONS.upgrade

@@ -1,0 +1,116 @@
+"""Transactions and labels in SQL, and the histories the scorer reads back from them.
+
+    store = TransactionStore("sqlite:///runs/finance.db")        # migrates the tables first
+    store.add_transactions([{"transaction_id": "t1", "customer_id": "c9", "terminal_id": "m4",
+                             "amount": 57.2, "timestamp": aware_utc, "features": {...}, "score": 0.1,
+                             "model_version": "abc"}])
+    store.add_labels([{"transaction_id": "t1", "fraud": 1, "source": "chargeback", "arrived_at": now}])
+    frame = store.history(customer_id="c9", terminal_id="m4", at=aware_utc, length=16)
+
+`history` returns what `scoring.history_for` selects from the whole data, as a DataFrame in time
+order: the customer's rows of the last CUSTOMER_DAYS days (or its last `length` - 1), the
+terminal's of the last TERMINAL_DAYS days, each with the features it was scored with and its
+label as known at `at` (a label that arrives later does not exist yet: 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, insert, or_, select
+
+from core_model.storage import make_engine, session_factory
+
+from .database import MIGRATIONS
+from .features import FEATURES
+from .models import Label, Transaction
+from .scoring import CUSTOMER_DAYS, TERMINAL_DAYS
+
+COLUMNS = ["transaction_id", "timestamp", "customer_id", "terminal_id", "amount"]
+
+
+class UnknownTransactions(LookupError):
+    """Labels for transactions the store has never seen; the message lists them."""
+
+
+class TransactionStore:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        MIGRATIONS.upgrade(self.engine)
+        self.Session = session_factory(self.engine)
+
+    def add_transactions(self, rows: Iterable[dict[str, Any]]) -> int:
+        rows = list(rows)
+        if rows:
+            with self.Session.begin() as session:
+                session.execute(insert(Transaction), rows)
+        return len(rows)
+
+    def add_labels(self, labels: Iterable[dict[str, Any]]) -> int:
+        """Stores every label or none: an UnknownTransactions names the ids never seen."""
+        labels = list(labels)
+        ids = {label["transaction_id"] for label in labels}
+        with self.Session.begin() as session:
+            known = set(
+                session.scalars(select(Transaction.transaction_id).where(Transaction.transaction_id.in_(ids)))
+            )
+            if missing := sorted(ids - known):
+                raise UnknownTransactions(
+                    f"no transaction {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else "")
+                )
+            if labels:
+                session.execute(insert(Label), labels)
+        return len(labels)
+
+    def history(self, *, customer_id: str, terminal_id: str, at: datetime, length: int) -> pd.DataFrame:
+        """The stored rows a transaction of `customer_id` at `terminal_id` at time `at` is scored
+        from (see the module docstring), oldest first; columns COLUMNS, fraud and FEATURES."""
+        with self.Session() as session:
+            customer_time = (Transaction.customer_id == customer_id) & (Transaction.timestamp <= at)
+            last = (
+                select(Transaction.id).where(customer_time)
+                .order_by(Transaction.timestamp.desc(), Transaction.id.desc()).limit(max(0, length - 1))
+            )  # fmt: skip
+            rows = session.scalars(
+                select(Transaction).where(
+                    or_(
+                        customer_time & (Transaction.timestamp > at - timedelta(days=CUSTOMER_DAYS)),
+                        Transaction.id.in_(last),
+                        (Transaction.terminal_id == terminal_id) & (Transaction.timestamp <= at)
+                        & (Transaction.timestamp > at - timedelta(days=TERMINAL_DAYS)),
+                    )
+                ).order_by(Transaction.timestamp, Transaction.id)
+            ).all()  # fmt: skip
+            labels = self._labels_known(session, [r.transaction_id for r in rows], at)
+        frame = pd.DataFrame(
+            [[r.transaction_id, r.timestamp, r.customer_id, r.terminal_id, r.amount] for r in rows],
+            columns=COLUMNS,
+        )
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.tz_localize(None)
+        frame["fraud"] = frame["transaction_id"].map(labels).fillna(0).astype("int8")
+        stored = [r.features or {} for r in rows]
+        for name in FEATURES:
+            if name != "amount":
+                frame[name] = np.array([f.get(name, np.nan) for f in stored], dtype=float)
+        return frame
+
+    @staticmethod
+    def _labels_known(session, ids: list[str], at: datetime) -> dict[str, int]:
+        """Each transaction's newest label that had arrived by `at`."""
+        newest = (
+            select(Label.transaction_id, func.max(Label.arrived_at).label("arrived_at"))
+            .where(Label.transaction_id.in_(ids), Label.arrived_at <= at)
+            .group_by(Label.transaction_id).subquery()
+        )  # fmt: skip
+        query = select(Label.transaction_id, Label.fraud).join(
+            newest,
+            (Label.transaction_id == newest.c.transaction_id) & (Label.arrived_at == newest.c.arrived_at),
+        )
+        return {transaction_id: fraud for transaction_id, fraud in session.execute(query)}
+
+    def close(self) -> None:
+        self.engine.dispose()
