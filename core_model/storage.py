@@ -107,6 +107,14 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def render_utc_datetime(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Alembic's render_item hook: `UTCDateTime` is written as the `sa.DateTime(timezone=True)` it
+    stores; anything else is rendered as Alembic would."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 @dataclass(frozen=True)
 class Migrations:
     """One app's Alembic history: its folder, its version table and the metadata of its tables."""
@@ -114,9 +122,9 @@ class Migrations:
     directory: Path
     version_table: str
     metadata: MetaData
-    # Alembic's render_item hook for autogenerate (e.g. to write an app's custom column type as
-    # the plain type it stores, so that a migration does not import the app).
-    render_item: Callable[..., Any] | None = None
+    # Alembic's render_item hook for autogenerate: by default UTCDateTime is written as the plain
+    # type it stores, so that a migration does not import the suite.
+    render_item: Callable[..., Any] = render_utc_datetime
 
     def config(self, url: str | URL | None = None) -> Config:
         """An Alembic config for the folder, built in code. With a URL it also works for
@@ -155,15 +163,13 @@ class Migrations:
 
     def options(self) -> dict[str, Any]:
         """What env.py passes to `context.configure`."""
-        options = {
+        return {
             "target_metadata": self.metadata,
             "version_table": self.version_table,
             "include_name": self.owns,
             "compare_type": True,
+            "render_item": self.render_item,
         }
-        if self.render_item is not None:
-            options["render_item"] = self.render_item
-        return options
 
     def run_env(self, context: Any) -> None:
         """The body of the app's `migrations/env.py` (`context` is `alembic.context`). Online, it

@@ -67,16 +67,7 @@ class Round(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-def _render_item(type_: str, obj, autogen_context):
-    """Write `UTCDateTime` as the plain `sa.DateTime(timezone=True)` it stores."""
-    if type_ == "type" and isinstance(obj, UTCDateTime):
-        return "sa.DateTime(timezone=True)"
-    return False
-
-
-MIGRATIONS = Migrations(
-    Path(__file__).parent / "migrations", "alembic_version_federated", Base.metadata, _render_item
-)
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "alembic_version_federated", Base.metadata)
 
 
 @dataclass

@@ -13,19 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from apps.finance_risk.models import Base
-from core_model.storage import Migrations, UTCDateTime, make_engine, session_factory
+from core_model.storage import Migrations, make_engine, session_factory
 
 __all__ = ["MIGRATIONS", "make_engine", "session_factory", "upgrade"]
 
 
-def _render_item(type_: str, obj, autogen_context):
-    """Write `UTCDateTime` as the plain `sa.DateTime(timezone=True)` it stores."""
-    if type_ == "type" and isinstance(obj, UTCDateTime):
-        return "sa.DateTime(timezone=True)"
-    return False
-
-
-MIGRATIONS = Migrations(
-    Path(__file__).parent / "migrations", "alembic_version_finance_risk", Base.metadata, _render_item
-)
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "alembic_version_finance_risk", Base.metadata)
 upgrade = MIGRATIONS.upgrade
