@@ -32,6 +32,7 @@ from apps.code_assist import commands as code_commands
 from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service import commands as cs_commands
 from apps.customer_service.settings import CustomerServiceSettings
+from apps.finance_risk.settings import FinanceSettings
 from apps.medical import commands as medical_commands
 from apps.medical.settings import MedicalSettings
 from core_model import ConfigError, MoEConfig
@@ -110,6 +111,19 @@ def main(argv: list[str] | None = None) -> int:
         help="medical: the database `verticals fed run` records rounds in (default: %(default)s)",
     )  # fmt: skip
     serve.add_argument("--no-medical", action="store_true", help="leave the /medical router out")
+    serve.add_argument(
+        "--finance-model", default=FinanceSettings.model,
+        help="finance: the fraud model folder (default: %(default)s; /finance/score answers 503 without one)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--finance-database", default=FinanceSettings.database,
+        help="finance: the database of transactions and labels (default: %(default)s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--finance-threshold", type=float, default=FinanceSettings.threshold,
+        help="finance: alert when a score reaches this (default %(default)s; a request may set its own)",
+    )  # fmt: skip
+    serve.add_argument("--no-finance", action="store_true", help="leave the /finance router out")
     run = commands.add_parser("run", help="the suite's API and the customer-service console (`make run`)")
     run.add_argument("--port", type=int, default=8000, help="API port")
     run.add_argument("--console-port", type=int, default=8501, help="customer-service console port")
@@ -183,7 +197,14 @@ def run_server(args: argparse.Namespace) -> None:
         medical = MedicalSettings(
             registry=args.medical_registry, rounds_database=args.medical_rounds_database
         )
-    app = create_app(settings, customer_service=customer_service, code_assist=code_assist, medical=medical)
+    finance = None
+    if not args.no_finance:
+        finance = FinanceSettings(
+            database=args.finance_database, model=args.finance_model, threshold=args.finance_threshold
+        )
+    app = create_app(
+        settings, customer_service=customer_service, code_assist=code_assist, medical=medical, finance=finance
+    )
     auth = "Bearer key required" if settings.api_key else "no API key"
     print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")

@@ -1,5 +1,6 @@
 """The suite's one FastAPI app: the model loaded once, the OpenAI-compatible API, and every
-vertical's router (customer service under /cs, code assist under /code, medical under /medical).
+vertical's router (customer service under /cs, code assist under /code, medical under /medical,
+finance under /finance).
 
     verticals serve                                   # this app under uvicorn on 127.0.0.1:8000
     verticals serve --model CHECKPOINT --port 8001    # a Hugging Face directory with tokenizer files
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 
 from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service.settings import CustomerServiceSettings
+from apps.finance_risk.settings import FinanceSettings
 from apps.medical.settings import MedicalSettings
 from core_model import load_model, load_tokenizer
 from core_model.checkpoint import serving_dtype
@@ -34,6 +36,7 @@ def create_app(
     customer_service: CustomerServiceSettings | None = None,
     code_assist: CodeAssistSettings | None = None,
     medical: MedicalSettings | None = None,
+    finance: FinanceSettings | None = None,
 ) -> FastAPI:
     """Loads the model, tokenizer, engine and adapters that `settings` name, and mounts every router:
     each vertical's when its settings are given (they share the engine: drafts, completions).
@@ -75,4 +78,9 @@ def create_app(
         from apps.medical.service import MedicalService
 
         medical_api.mount(app, MedicalService.start(medical))
+    if finance is not None:
+        from apps.finance_risk import api as finance_api
+        from apps.finance_risk.service import FinanceService
+
+        finance_api.mount(app, FinanceService.start(finance))
     return app

@@ -6,6 +6,7 @@ same protocol two weeks earlier.
 
     .venv/bin/python benchmarks/finance_risk.py                     # the handbook's weeks (~1 min)
     .venv/bin/python benchmarks/finance_risk.py --train-days 28     # four weeks of training
+    .venv/bin/python benchmarks/finance_risk.py --sections ours --keep-model runs/finance/model
 
 Sections: baselines (logistic regression, gradient-boosted trees), ours (the card's history through
 the MoE trunk, plus the same features; its epoch count chosen on the validation weeks). Writes
@@ -109,7 +110,7 @@ def bench_ours(args: argparse.Namespace) -> dict:
     from sklearn.metrics import average_precision_score
 
     from apps.finance_risk.metrics import fraud_metrics
-    from apps.finance_risk.model import FraudModelConfig
+    from apps.finance_risk.model import FraudModelConfig, save_fraud_model
     from apps.finance_risk.training import TrainingConfig, fit, predict
 
     config = replace(FraudModelConfig.preset(args.preset), history=args.history)
@@ -127,8 +128,11 @@ def bench_ours(args: argparse.Namespace) -> dict:
     epochs = int(np.argmax(history)) + 1
     model, _ = fit(config, train, training=replace(training, epochs=epochs))
     scores = predict(model, test)
+    metrics = fraud_metrics(args.data["frames"]["test"][1], scores, k=100)
+    if args.keep_model:
+        save_fraud_model(model, args.keep_model, metrics={**metrics, "blocks": args.data["split"].dates()})
     return {
-        **fraud_metrics(args.data["frames"]["test"][1], scores, k=100),
+        **metrics,
         "chosen": {"epochs": epochs, "validation_ap_by_epoch": [round(v, 4) for v in history]},
         "config": model.to_config(), "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": round(time.perf_counter() - started, 1),
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="small", help="the fraud model's size (FraudModelConfig presets)")
     parser.add_argument("--history", type=int, default=16, help="the card's last transactions read")
     parser.add_argument("--epochs", type=int, default=6, help="at most this many (chosen on validation)")
+    parser.add_argument("--keep-model", type=Path, help="save the trained model here (for verticals serve)")
     args = parse_sections(parser, argv)
     args.data = load(args)
     train, test = args.data["frames"]["test"]

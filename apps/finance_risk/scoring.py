@@ -30,13 +30,21 @@ def score_frame(model: FraudModel, frame: pd.DataFrame) -> np.ndarray:
     """Fraud probabilities of every row of `frame` (transactions in time order). Rows that carry
     their FEATURES already (as a store keeps them from when they were scored) keep them; the
     others get them computed from `frame`. `fraud` is read only for the terminal windows."""
+    _, examples = model_inputs(model, frame)
+    return predict(model, examples)
+
+
+def model_inputs(model: FraudModel, frame: pd.DataFrame) -> tuple[pd.DataFrame, Examples]:
+    """`frame` with every row's FEATURES (kept where present, else computed), and what the model
+    reads for each row."""
     computed = with_features(frame)
     if set(FEATURES) <= set(frame.columns):
-        kept = frame[FEATURES].notna().all(axis=1)
-        computed.loc[kept, FEATURES] = frame.loc[kept, FEATURES]
+        kept = frame[FEATURES].notna().all(axis=1).to_numpy()
+        if kept.any():
+            computed.loc[kept, FEATURES] = frame.loc[kept, FEATURES].to_numpy(dtype=float)
+    computed["fraud"] = computed["fraud"].fillna(0)
     history = model.config.history
-    series = card_series(computed, length=history)
-    return predict(model, Examples.of(computed.assign(fraud=computed["fraud"].fillna(0)), series, history))
+    return computed, Examples.of(computed, card_series(computed, length=history), history)
 
 
 def history_for(frame: pd.DataFrame, *, row: int, history: int) -> pd.DataFrame:

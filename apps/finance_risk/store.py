@@ -50,6 +50,11 @@ class TransactionStore:
                 session.execute(insert(Transaction), rows)
         return len(rows)
 
+    def has(self, transaction_id: str) -> bool:
+        with self.Session() as session:
+            found = session.scalar(select(Transaction.id).where(Transaction.transaction_id == transaction_id))
+            return found is not None
+
     def add_labels(self, labels: Iterable[dict[str, Any]]) -> int:
         """Stores every label or none: an UnknownTransactions names the ids never seen."""
         labels = list(labels)

@@ -1,0 +1,131 @@
+"""The finance API on a real uvicorn on loopback, with a tiny fraud model saved to disk and the
+transactions in a SQLite file: scores grow a card's history, a request's threshold decides, bad
+input is a 4xx that names what is wrong and stores nothing, labels keep their arrival time.
+
+.venv/bin/python -m pytest tests/apps/finance_risk/test_api.py -q
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import numpy as np
+import pytest
+
+from apps.finance_risk.features import FEATURES
+from apps.finance_risk.model import FraudModel, FraudModelConfig, Scaler, save_fraud_model
+from apps.finance_risk.settings import FinanceSettings
+from apps.finance_risk.store import TransactionStore
+from apps.suite import create_app
+from core_model.serve import ServeSettings
+from tests.loopback import serving
+
+API_KEY = "test-key"
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> FinanceSettings:
+    root = tmp_path_factory.mktemp("finance")
+    rng = np.random.default_rng(0)
+    scaler = Scaler.fit(rng.random((100, len(FEATURES))) * 100)
+    save_fraud_model(FraudModel(FraudModelConfig.preset("tiny"), scaler=scaler), root / "model", metrics={})
+    return FinanceSettings(
+        database=f"sqlite:///{root / 'finance.db'}", model=str(root / "model"), max_batch=5
+    )
+
+
+@pytest.fixture(scope="module")
+def url(checkpoint, settings) -> Iterator[str]:
+    app = create_app(ServeSettings(model=str(checkpoint), api_key=API_KEY), finance=settings)
+    with serving(app) as url:
+        yield url
+
+
+def transaction(n: int, *, customer: str = "c1", terminal: str = "m1", hour: int = 8, **overrides) -> dict:
+    body = {
+        "transaction_id": f"t{n}", "customer_id": customer, "terminal_id": terminal,
+        "amount": 20.0 + n, "timestamp": f"2018-09-01T{hour:02d}:{n % 60:02d}:00Z",
+    }  # fmt: skip
+    return {**body, **overrides}
+
+
+def post(url: str, path: str, body: dict, **params) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, headers=HEADERS, params=params, timeout=30)
+
+
+def test_scores_grow_a_card_history_and_the_request_threshold_decides(url):
+    first = post(url, "/finance/score", transaction(1)).json()
+    assert first["cold_start"] is True and first["history"] == 0
+    assert 0.0 <= first["score"] <= 1.0 and first["model_version"]
+    second = post(url, "/finance/score", transaction(2), threshold=0.0).json()
+    assert second["cold_start"] is False and second["history"] == 1
+    assert second["decision"] == "alert" and second["threshold"] == 0.0
+    assert post(url, "/finance/score", transaction(3), threshold=1.0).json()["decision"] == "pass"
+    for reason in second["reasons"]:
+        assert reason["feature"] in FEATURES and reason["contribution"] > 0
+
+
+def test_a_batch_is_scored_in_time_order(url):
+    later, earlier = transaction(11, customer="c2", hour=10), transaction(12, customer="c2", hour=9)
+    scores = post(url, "/finance/score/batch", {"transactions": [later, earlier]}).json()["scores"]
+    assert [s["transaction_id"] for s in scores] == ["t12", "t11"]
+    assert [s["history"] for s in scores] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"amount": "12,50"}, "amount"), ({"amount": -3}, "amount"), ({"customer_id": ""}, "customer_id"),
+     ({"timestamp": "2018-09-01 08:00"}, "timestamp"), ({"timestamp": "yesterday"}, "timestamp")],
+)  # fmt: skip
+def test_a_malformed_field_is_a_422_that_names_it_and_stores_nothing(url, settings, change, field):
+    response = post(url, "/finance/score", transaction(21, **change))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["param"] == field and error["message"].startswith(f"{field}: ")
+    store = TransactionStore(settings.database)
+    assert not store.has("t21")
+    store.close()
+
+
+def test_conflicts_limits_and_keys(url):
+    post(url, "/finance/score", transaction(31, customer="c3"))
+    again = post(url, "/finance/score", transaction(31, customer="c3"))
+    assert again.status_code == 409 and "already scored" in again.json()["error"]["message"]
+    too_many = {"transactions": [transaction(40 + i, customer="c4") for i in range(6)]}
+    assert post(url, "/finance/score/batch", too_many).status_code == 413
+    assert httpx.post(f"{url}/finance/score", json=transaction(50)).status_code == 401
+    assert httpx.get(f"{url}/finance/health").json()["status"] == "ok"
+
+
+def test_labels_are_stored_with_their_arrival_and_unknown_ids_are_refused(url, settings):
+    assert post(url, "/finance/score", transaction(61, customer="c6")).status_code == 200
+    label = {
+        "transaction_id": "t61",
+        "fraud": True,
+        "source": "chargeback",
+        "arrived_at": "2018-09-05T00:00:00Z",
+    }
+    stored = post(url, "/finance/labels", {"labels": [label]})
+    assert stored.json() == {"stored": 1}
+    refused = post(url, "/finance/labels", {"labels": [
+        {"transaction_id": "t61", "fraud": False}, {"transaction_id": "nope", "fraud": True},
+    ]})  # fmt: skip
+    assert refused.status_code == 404 and "nope" in refused.json()["error"]["message"]
+    store = TransactionStore(settings.database)
+    known = store.history(customer_id="c6", terminal_id="m1", at=datetime(2018, 9, 6, tzinfo=UTC), length=4)
+    early = store.history(customer_id="c6", terminal_id="m1", at=datetime(2018, 9, 4, tzinfo=UTC), length=4)
+    store.close()
+    assert known.set_index("transaction_id").loc["t61", "fraud"] == 1  # the refused batch stored nothing
+    assert early.set_index("transaction_id").loc["t61", "fraud"] == 0
+
+
+def test_without_a_model_scoring_says_how_to_make_one(checkpoint, tmp_path):
+    settings = FinanceSettings(database=f"sqlite:///{tmp_path / 'f.db'}", model=str(tmp_path / "none"))
+    app = create_app(ServeSettings(model=str(checkpoint)), finance=settings)
+    with serving(app) as base:
+        response = httpx.post(f"{base}/finance/score", json=transaction(1), timeout=30)
+        assert response.status_code == 503 and "--keep-model" in response.json()["error"]["message"]
+        assert httpx.get(f"{base}/finance/health").json()["status"] == "no model"
