@@ -9,7 +9,10 @@ same protocol two weeks earlier.
     .venv/bin/python benchmarks/finance_risk.py --sections ours --keep-model runs/finance/model
 
 Sections: baselines (logistic regression, gradient-boosted trees), ours (the card's history through
-the MoE trunk, plus the same features; its epoch count chosen on the validation weeks). Writes
+the MoE trunk, plus the same features; its epoch count chosen on the validation weeks), latency
+(POST /finance/score over loopback HTTP at 1 and 20 concurrent clients, `verticals serve` in its
+own process with the saved model and 37 days of history in SQLite, replaying the test week's first
+transactions). Writes
 benchmarks/results/finance_risk.json and prints a table.
 """
 
@@ -17,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +34,19 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    ROOT,
     aligned_rows,
+    comma_separated,
     environment,
     parse_sections,
+    percentile,
     run_sections,
     section_parser,
+    suite_server,
     write_report,
 )
 
-SECTIONS = ("baselines", "ours")
+SECTIONS = ("baselines", "ours", "latency")
 PARTS = ("train", "test")
 # the handbook's published test figures (chapters 5 and 7), for the table's last rows
 HANDBOOK = {
@@ -79,6 +90,7 @@ def load(args: argparse.Namespace) -> dict:
     return {
         "split": split,
         "validation": validation,
+        "frame": frame,
         "frames": blocks,
         "arrays": arrays,
         "examples": examples,
@@ -139,6 +151,80 @@ def bench_ours(args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def bench_latency(args: argparse.Namespace) -> dict:
+    model = args.keep_model or ROOT / "runs/finance/model"
+    if not (Path(model) / "model.safetensors").is_file():
+        raise SystemExit(f"no fraud model at {model}: run the 'ours' section with --keep-model first")
+    with tempfile.TemporaryDirectory() as tmp:
+        database = f"sqlite:///{tmp}/finance.db"
+        replay = prefill(database, args.data["frame"], start=args.data["split"].test_start)
+        options = [
+            "--finance-model", str(model), "--finance-database", database,
+            "--no-customer-service", "--no-code-assist", "--no-medical",
+        ]  # fmt: skip
+        with suite_server(options, log=Path(tmp, "server.log")) as url:
+            rows = iter(replay)
+            return {f"clients_{c}": score_latency(url, rows, c, args.requests) for c in args.concurrency}
+
+
+def prefill(database: str, frame: pd.DataFrame, *, start: int) -> list[dict]:
+    """Stores the 37 days before day `start` (features as scored, labels a week after each
+    transaction) and returns day `start`'s transactions as request bodies, in time order."""
+    from apps.finance_risk.features import FEATURES
+    from apps.finance_risk.scoring import TERMINAL_DAYS
+    from apps.finance_risk.store import TransactionStore
+
+    def body(r) -> dict:
+        stamp = r.timestamp.to_pydatetime().replace(tzinfo=UTC)
+        return {"transaction_id": str(r.transaction_id), "customer_id": str(r.customer_id),
+                "terminal_id": str(r.terminal_id), "amount": float(r.amount), "timestamp": stamp}  # fmt: skip
+
+    history = frame[(frame["day"] >= start - TERMINAL_DAYS) & (frame["day"] < start)]
+    derived = [name for name in FEATURES if name != "amount"]
+    store = TransactionStore(database)
+    store.add_transactions(
+        {**body(r), "features": {name: float(getattr(r, name)) for name in derived}}
+        for r in history.itertuples()
+    )
+    store.add_labels(
+        {"transaction_id": str(r.transaction_id), "fraud": int(r.fraud), "source": "import",
+         "arrived_at": r.timestamp.to_pydatetime().replace(tzinfo=UTC) + timedelta(days=7)}
+        for r in history.itertuples()
+    )  # fmt: skip
+    store.close()
+    day = frame[frame["day"] == start]
+    return [{**body(r), "timestamp": body(r)["timestamp"].isoformat()} for r in day.itertuples()]
+
+
+def score_latency(url: str, rows, clients: int, requests: int) -> dict:
+    """`clients` threads, each posting `requests` transactions of `rows` (an iterator shared by all,
+    so each transaction is scored once) one after another."""
+    import httpx
+
+    lock = threading.Lock()
+
+    def client_loop(_: int) -> list[float]:
+        times = []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for _ in range(requests):
+                with lock:
+                    body = next(rows)
+                started = time.perf_counter()
+                http.post("/finance/score", json=body).raise_for_status()
+                times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    client_loop(0)  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        times = [t for ts in pool.map(client_loop, range(clients)) for t in ts]
+    wall = time.perf_counter() - started
+    return {
+        "clients": clients, "requests": len(times), "p50_ms": round(percentile(times, 50), 1),
+        "p99_ms": round(percentile(times, 99), 1), "requests_per_s": round(len(times) / wall, 1),
+    }  # fmt: skip
+
+
 def table(report: dict) -> list[str]:
     rows = [["model", "test AUC", "AP", "CP@100", "seconds"]]
     results = {**report.get("baselines", {}), "ours (MoE trunk over the card history)": report.get("ours")}
@@ -149,6 +235,13 @@ def table(report: dict) -> list[str]:
     for name, figures in HANDBOOK.items():
         rows.append([name, f"{figures['auc']:.3f}", f"{figures['ap']:.3f}", f"{figures['cp_at_k']:.3f}", "-"])
     lines = aligned_rows(rows)
+    if "latency" in report:
+        latency = [["POST /finance/score", "P50 ms", "P99 ms", "requests/s"]]
+        for result in report["latency"].values():
+            if isinstance(result, dict):
+                latency.append([f"{result['clients']} clients", str(result["p50_ms"]), str(result["p99_ms"]),
+                                str(result["requests_per_s"])])  # fmt: skip
+        lines += [""] + aligned_rows(latency)
     sizes = report["rows"]
     lines.append(
         f"blocks {report['blocks']}; train {sizes['train']:,} transactions ({sizes['train_frauds']} frauds), "
@@ -165,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--history", type=int, default=16, help="the card's last transactions read")
     parser.add_argument("--epochs", type=int, default=6, help="at most this many (chosen on validation)")
     parser.add_argument("--keep-model", type=Path, help="save the trained model here (for verticals serve)")
+    parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 20], help="latency: clients")
+    parser.add_argument("--requests", type=int, default=50, help="latency: requests per client")
     args = parse_sections(parser, argv)
     args.data = load(args)
     train, test = args.data["frames"]["test"]
@@ -178,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         report,
         sections=SECTIONS,
         chosen=args.sections,
-        benches={"baselines": bench_baselines, "ours": bench_ours},
+        benches={"baselines": bench_baselines, "ours": bench_ours, "latency": bench_latency},
         args=args,
     )
     print("\n".join(table(report)))

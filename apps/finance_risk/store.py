@@ -33,6 +33,13 @@ from .scoring import CUSTOMER_DAYS, TERMINAL_DAYS
 COLUMNS = ["transaction_id", "timestamp", "customer_id", "terminal_id", "amount"]
 
 
+IN_CHUNK = 900  # ids per IN (...): under every SQLite's limit on variables per statement
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i : i + IN_CHUNK] for i in range(0, len(items), IN_CHUNK)]
+
+
 class UnknownTransactions(LookupError):
     """Labels for transactions the store has never seen; the message lists them."""
 
@@ -60,9 +67,10 @@ class TransactionStore:
         labels = list(labels)
         ids = {label["transaction_id"] for label in labels}
         with self.Session.begin() as session:
-            known = set(
-                session.scalars(select(Transaction.transaction_id).where(Transaction.transaction_id.in_(ids)))
-            )
+            known: set[str] = set()
+            for chunk in _chunks(sorted(ids)):  # SQLite caps the variables of one statement
+                found = select(Transaction.transaction_id).where(Transaction.transaction_id.in_(chunk))
+                known.update(session.scalars(found))
             if missing := sorted(ids - known):
                 raise UnknownTransactions(
                     f"no transaction {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else "")
@@ -106,16 +114,19 @@ class TransactionStore:
     @staticmethod
     def _labels_known(session, ids: list[str], at: datetime) -> dict[str, int]:
         """Each transaction's newest label that had arrived by `at`."""
-        newest = (
-            select(Label.transaction_id, func.max(Label.arrived_at).label("arrived_at"))
-            .where(Label.transaction_id.in_(ids), Label.arrived_at <= at)
-            .group_by(Label.transaction_id).subquery()
-        )  # fmt: skip
-        query = select(Label.transaction_id, Label.fraud).join(
-            newest,
-            (Label.transaction_id == newest.c.transaction_id) & (Label.arrived_at == newest.c.arrived_at),
-        )
-        return {transaction_id: fraud for transaction_id, fraud in session.execute(query)}
+        known = {}
+        for chunk in _chunks(ids):
+            newest = (
+                select(Label.transaction_id, func.max(Label.arrived_at).label("arrived_at"))
+                .where(Label.transaction_id.in_(chunk), Label.arrived_at <= at)
+                .group_by(Label.transaction_id).subquery()
+            )  # fmt: skip
+            query = select(Label.transaction_id, Label.fraud).join(
+                newest,
+                (Label.transaction_id == newest.c.transaction_id) & (Label.arrived_at == newest.c.arrived_at),
+            )
+            known.update({transaction_id: fraud for transaction_id, fraud in session.execute(query)})
+        return known
 
     def close(self) -> None:
         self.engine.dispose()
