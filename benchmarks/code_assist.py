@@ -29,7 +29,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (  # noqa: E402
     aligned_rows,
     comma_separated,
+    concurrent_latency,
     environment,
     parse_sections,
-    percentile,
     run_sections,
     section_parser,
     suite_server,
@@ -243,34 +242,14 @@ def bench_latency(args: argparse.Namespace) -> dict:
 
 
 def _latency(url: str, cases, *, clients: int, requests: int) -> dict:
-    import httpx
+    def send(http, _, client: int, i: int) -> None:
+        case = cases[(client * requests + i) % len(cases)]
+        segments = {"prefix": case.prefix, "suffix": case.suffix, "filepath": case.file.path}
+        http.post(
+            "/code/v1/completions", json={"language": "python", "segments": segments}
+        ).raise_for_status()
 
-    def client_loop(n: int) -> list[float]:
-        times = []
-        with httpx.Client(base_url=url, timeout=60) as http:
-            for i in range(requests):
-                case = cases[(n * requests + i) % len(cases)]
-                body = {
-                    "language": "python",
-                    "segments": {"prefix": case.prefix, "suffix": case.suffix, "filepath": case.file.path},
-                }
-                started = time.perf_counter()
-                http.post("/code/v1/completions", json=body).raise_for_status()
-                times.append((time.perf_counter() - started) * 1000)
-        return times
-
-    client_loop(0)  # warm-up
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        times = [t for ts in pool.map(client_loop, range(clients)) for t in ts]
-    wall = time.perf_counter() - started
-    return {
-        "clients": clients,
-        "requests": len(times),
-        "p50_ms": round(percentile(times, 50), 1),
-        "p95_ms": round(percentile(times, 95), 1),
-        "requests_per_s": round(len(times) / wall, 2),
-    }
+    return concurrent_latency(url, clients=clients, requests=requests, send=send, percentiles=(50, 95))
 
 
 # ----------------------------------------------------------------------------- report

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -114,6 +115,41 @@ def suite_server(options: list[str], *, log: Path, timeout_s: float = 300) -> It
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def concurrent_latency(
+    url: str,
+    *,
+    clients: int,
+    requests: int,
+    send: Callable,
+    setup: Callable | None = None,
+    percentiles: tuple[int, ...] = (50, 99),
+) -> dict:
+    """`clients` threads, each with its own HTTP client, each calling `send(http, state, client, i)`
+    for i < `requests` one after another, `state` being what `setup(http)` returned (untimed), after
+    one warm-up client whose first calls pay for lazy initialisation: the latency percentiles of
+    the calls and the requests per second."""
+    import httpx
+
+    def client_loop(client: int) -> list[float]:
+        times = []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            state = setup(http) if setup is not None else None
+            for i in range(requests):
+                started = time.perf_counter()
+                send(http, state, client, i)
+                times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    client_loop(0)  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        times = [t for ts in pool.map(client_loop, range(clients)) for t in ts]
+    wall = time.perf_counter() - started
+    report: dict = {"clients": clients, "requests": len(times)}
+    report |= {f"p{q}_ms": round(percentile(times, q), 1) for q in percentiles}
+    return report | {"requests_per_s": round(len(times) / wall, 2)}
 
 
 def run_sections(

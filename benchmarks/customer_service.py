@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (  # noqa: E402
     aligned_rows,
     comma_separated,
+    concurrent_latency,
     environment,
     parse_sections,
     percentile,
@@ -218,34 +218,16 @@ MESSAGES = (
 
 
 def _message_latency(url: str, clients: int, requests: int) -> dict:
-    import httpx
+    def send(http, conversation: int, client: int, i: int) -> None:
+        text = MESSAGES[(client + i) % len(MESSAGES)]
+        http.post(
+            f"/cs/conversations/{conversation}/messages", json={"role": "customer", "text": text}
+        ).raise_for_status()
 
-    def client_loop(n: int) -> list[float]:
-        times = []
-        with httpx.Client(base_url=url, timeout=60) as http:
-            conversation = http.post("/cs/conversations", json={}).json()["id"]
-            for i in range(requests):
-                started = time.perf_counter()
-                response = http.post(
-                    f"/cs/conversations/{conversation}/messages",
-                    json={"role": "customer", "text": MESSAGES[(n + i) % len(MESSAGES)]},
-                )
-                response.raise_for_status()
-                times.append((time.perf_counter() - started) * 1000)
-        return times
-
-    client_loop(0)  # warm-up: first calls pay for lazy initialisation
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        times = [t for ts in pool.map(client_loop, range(clients)) for t in ts]
-    wall = time.perf_counter() - started
-    return {
-        "clients": clients,
-        "requests": len(times),
-        "p50_ms": round(percentile(times, 50), 1),
-        "p99_ms": round(percentile(times, 99), 1),
-        "requests_per_s": round(len(times) / wall, 1),
-    }
+    return concurrent_latency(
+        url, clients=clients, requests=requests, send=send,
+        setup=lambda http: http.post("/cs/conversations", json={}).json()["id"],
+    )  # fmt: skip
 
 
 def _draft_latency(url: str, drafts: int) -> dict:

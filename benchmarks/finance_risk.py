@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -37,9 +36,9 @@ from benchmarks.common import (  # noqa: E402
     ROOT,
     aligned_rows,
     comma_separated,
+    concurrent_latency,
     environment,
     parse_sections,
-    percentile,
     run_sections,
     section_parser,
     suite_server,
@@ -197,32 +196,15 @@ def prefill(database: str, frame: pd.DataFrame, *, start: int) -> list[dict]:
 
 
 def score_latency(url: str, rows, clients: int, requests: int) -> dict:
-    """`clients` threads, each posting `requests` transactions of `rows` (an iterator shared by all,
-    so each transaction is scored once) one after another."""
-    import httpx
-
+    """Each transaction of `rows` (an iterator the clients share) is scored once."""
     lock = threading.Lock()
 
-    def client_loop(_: int) -> list[float]:
-        times = []
-        with httpx.Client(base_url=url, timeout=60) as http:
-            for _ in range(requests):
-                with lock:
-                    body = next(rows)
-                started = time.perf_counter()
-                http.post("/finance/score", json=body).raise_for_status()
-                times.append((time.perf_counter() - started) * 1000)
-        return times
+    def send(http, _, client: int, i: int) -> None:
+        with lock:
+            body = next(rows)
+        http.post("/finance/score", json=body).raise_for_status()
 
-    client_loop(0)  # warm-up
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        times = [t for ts in pool.map(client_loop, range(clients)) for t in ts]
-    wall = time.perf_counter() - started
-    return {
-        "clients": clients, "requests": len(times), "p50_ms": round(percentile(times, 50), 1),
-        "p99_ms": round(percentile(times, 99), 1), "requests_per_s": round(len(times) / wall, 1),
-    }  # fmt: skip
+    return concurrent_latency(url, clients=clients, requests=requests, send=send)
 
 
 def table(report: dict) -> list[str]:
