@@ -74,8 +74,7 @@ class FinanceService:
     def score(self, transaction: TransactionIn, *, threshold: float | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         model = self.require_model()
-        if self.store.has(transaction.transaction_id):
-            raise AlreadyScored(f"transaction {transaction.transaction_id} was already scored")
+        self._refuse_scored([transaction.transaction_id])
         at = transaction.timestamp.astimezone(UTC)
         history = self.store.history(
             customer_id=transaction.customer_id, terminal_id=transaction.terminal_id,
@@ -120,9 +119,15 @@ class FinanceService:
         return round(float(scores[0]), 6), [c for c in contributions[:TOP_REASONS] if c["contribution"] > 0]
 
     def score_batch(self, transactions: list[TransactionIn], *, threshold: float | None = None) -> list[dict]:
-        """In time order, each seeing the ones before it."""
+        """In time order, each seeing the ones before it; none is scored if one was already."""
+        self._refuse_scored([t.transaction_id for t in transactions])
         ordered = sorted(transactions, key=lambda t: t.timestamp)
         return [self.score(t, threshold=threshold) for t in ordered]
+
+    def _refuse_scored(self, ids: list[str]) -> None:
+        repeated = {i for i in ids if ids.count(i) > 1} | self.store.existing(ids)
+        if repeated:
+            raise AlreadyScored(f"transaction {', '.join(sorted(repeated)[:10])} was already scored")
 
     def add_labels(self, labels: list[LabelIn]) -> int:
         now = datetime.now(UTC)

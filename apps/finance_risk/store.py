@@ -57,20 +57,25 @@ class TransactionStore:
                 session.execute(insert(Transaction), rows)
         return len(rows)
 
-    def has(self, transaction_id: str) -> bool:
+    def existing(self, transaction_ids: Iterable[str]) -> set[str]:
+        """The ids of `transaction_ids` the store already holds."""
         with self.Session() as session:
-            found = session.scalar(select(Transaction.id).where(Transaction.transaction_id == transaction_id))
-            return found is not None
+            return self._existing(session, set(transaction_ids))
+
+    @staticmethod
+    def _existing(session, ids: set[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sorted(ids)):  # SQLite caps the variables of one statement
+            query = select(Transaction.transaction_id).where(Transaction.transaction_id.in_(chunk))
+            found.update(session.scalars(query))
+        return found
 
     def add_labels(self, labels: Iterable[dict[str, Any]]) -> int:
         """Stores every label or none: an UnknownTransactions names the ids never seen."""
         labels = list(labels)
         ids = {label["transaction_id"] for label in labels}
         with self.Session.begin() as session:
-            known: set[str] = set()
-            for chunk in _chunks(sorted(ids)):  # SQLite caps the variables of one statement
-                found = select(Transaction.transaction_id).where(Transaction.transaction_id.in_(chunk))
-                known.update(session.scalars(found))
+            known = self._existing(session, ids)
             if missing := sorted(ids - known):
                 raise UnknownTransactions(
                     f"no transaction {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else "")

@@ -86,14 +86,19 @@ def test_a_malformed_field_is_a_422_that_names_it_and_stores_nothing(url, settin
     error = response.json()["error"]
     assert error["param"] == field and error["message"].startswith(f"{field}: ")
     store = TransactionStore(settings.database)
-    assert not store.has("t21")
+    assert not store.existing(["t21"])
     store.close()
 
 
-def test_conflicts_limits_and_keys(url):
+def test_conflicts_limits_and_keys(url, settings):
     post(url, "/finance/score", transaction(31, customer="c3"))
     again = post(url, "/finance/score", transaction(31, customer="c3"))
     assert again.status_code == 409 and "already scored" in again.json()["error"]["message"]
+    with_a_repeat = {"transactions": [transaction(32, customer="c3"), transaction(31, customer="c3")]}
+    assert post(url, "/finance/score/batch", with_a_repeat).status_code == 409
+    store = TransactionStore(settings.database)
+    assert store.existing(["t31", "t32"]) == {"t31"}  # nothing of the refused batch was scored
+    store.close()
     too_many = {"transactions": [transaction(40 + i, customer="c4") for i in range(6)]}
     assert post(url, "/finance/score/batch", too_many).status_code == 413
     assert httpx.post(f"{url}/finance/score", json=transaction(50)).status_code == 401
