@@ -50,6 +50,10 @@ class Trunk(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
 
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """As MoEForCausalLM.init_weights, for a trunk built alone (events or patches as input)."""
+        init_weights(self, std=self.config.initializer_range, generator=generator)
+
     def forward(
         self,
         inputs_embeds: torch.Tensor,
@@ -159,20 +163,30 @@ class MoEForCausalLM(nn.Module):
 
     def reset_buffers(self) -> None:
         """Recompute non-persistent buffers (after building on the meta device)."""
-        for module in self.modules():
-            reset = getattr(module, "reset_buffers", None)
-            if module is not self and callable(reset):
-                reset()
+        reset_buffers(self)
 
-    @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         """Normal(0, initializer_range) for matrices, ones for norms, zeros for biases."""
-        std = self.config.initializer_range
-        for name, param in self.named_parameters():
-            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
-                param.fill_(1.0)
-            elif name.endswith(".bias"):
-                param.zero_()
-            else:
-                param.normal_(0.0, std, generator=generator)
-        self.reset_buffers()
+        init_weights(self, std=self.config.initializer_range, generator=generator)
+
+
+def reset_buffers(model: nn.Module) -> None:
+    """Recompute the non-persistent buffers of every submodule that has a `reset_buffers`."""
+    for module in model.modules():
+        reset = getattr(module, "reset_buffers", None)
+        if module is not model and callable(reset):
+            reset()
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, *, std: float, generator: torch.Generator | None = None) -> None:
+    """Normal(0, std) for matrices (the MoE's expert tensors are allocated, not initialised, until
+    this runs), ones for norms, zeros for biases; then the buffers."""
+    for name, param in model.named_parameters():
+        if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+            param.fill_(1.0)
+        elif name.endswith(".bias"):
+            param.zero_()
+        else:
+            param.normal_(0.0, std, generator=generator)
+    reset_buffers(model)

@@ -30,7 +30,7 @@ from torch import nn
 from core_model.config import MoEConfig
 from core_model.embedders import SeriesEmbedder
 from core_model.heads import SequenceClassificationHead
-from core_model.model import MoEForCausalLM
+from core_model.model import Trunk
 
 from .features import DELAY_DAYS, FEATURES
 from .sequences import EVENT_FEATURES
@@ -98,8 +98,8 @@ class FraudModel(nn.Module):
         D = config.hidden_size
         self.embedder = SeriesEmbedder(hidden_size=D, num_features=len(EVENT_FEATURES))
         self.aggregate = nn.Sequential(nn.Linear(len(FEATURES), D), nn.LayerNorm(D))
-        self.backbone = MoEForCausalLM(config.trunk_config())  # its 1-token vocabulary is never read
-        self.backbone.init_weights()  # the MoE's expert tensors are allocated, not initialised
+        self.trunk = Trunk(config.trunk_config())  # its 1-token embedding table is never read
+        self.trunk.init_weights()
         self.head = SequenceClassificationHead(
             hidden_size=D, num_labels=1, pooling="last", dropout=config.dropout
         )
@@ -119,7 +119,7 @@ class FraudModel(nn.Module):
         context_B1D = self.aggregate(self.scaler(aggregates_BA))[:, None, :]
         x_BSD = torch.cat([x_BTD, context_B1D], dim=1)  # S = T + 1
         mask_BS = torch.cat([mask_BT, torch.ones_like(mask_BT[:, :1])], dim=1)
-        hidden_BSD = self.backbone.trunk(inputs_embeds=x_BSD, attention_mask=mask_BS)
+        hidden_BSD = self.trunk(x_BSD, attention_mask=mask_BS)
         return self.head(hidden_BSD, mask_BS)[:, 0]
 
 
