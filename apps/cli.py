@@ -32,6 +32,7 @@ from apps.code_assist import commands as code_commands
 from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service import commands as cs_commands
 from apps.customer_service.settings import CustomerServiceSettings
+from apps.finance_risk import commands as finance_commands
 from apps.finance_risk.settings import FinanceSettings
 from apps.medical import commands as medical_commands
 from apps.medical.settings import MedicalSettings
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     cs_commands.add_commands(commands)
     code_commands.add_commands(commands)
     medical_commands.add_commands(commands)
+    finance_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             code_commands.run(args)
         elif args.command in ("fed", "medical"):
             medical_commands.run(args)
+        elif args.command == "finance":
+            finance_commands.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"verticals: error: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@ it was given, and the fraud labels that arrive later (a chargeback, an analyst's
 with its own arrival time.
 
 Tables start with `fr_` (the verticals share one database). A transaction's histories are read by
-customer and time and by terminal and time, so both pairs are indexed. Labels are rows of their
+customer and time and by terminal and time, so both pairs are indexed, and analysts read a day's
+transactions by time. Labels are rows of their
 own, never a column of the transaction: what was known at a given time stays answerable (the
 terminal risk of a transaction may only read labels that had arrived).
 
@@ -33,6 +34,7 @@ class Transaction(Base):
     __table_args__ = (
         Index("ix_fr_transactions_customer_time", "customer_id", "timestamp"),
         Index("ix_fr_transactions_terminal_time", "terminal_id", "timestamp"),
+        Index("ix_fr_transactions_time", "timestamp"),  # a day's transactions, for the analysts
         CheckConstraint("amount >= 0", name="amount"),
     )
 
@@ -44,6 +46,7 @@ class Transaction(Base):
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
     features: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # FEATURES as scored
     score: Mapped[float | None] = mapped_column(Float)
+    reasons: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"features": [...], "events": [...]}
     model_version: Mapped[str | None] = mapped_column(String(64))
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -88,6 +88,7 @@ class FinanceService:
         self.store.add_transactions([{
             **transaction.model_dump(), "timestamp": at, "score": score, "model_version": self.version,
             "features": {name: float(current[name]) for name in FEATURES if name != "amount"},
+            "reasons": {"features": reasons},
         }])  # fmt: skip
         earlier = int((history["customer_id"] == transaction.customer_id).sum())
         return {

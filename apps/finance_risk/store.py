@@ -104,27 +104,50 @@ class TransactionStore:
                 ).order_by(Transaction.timestamp, Transaction.id)
             ).all()  # fmt: skip
             labels = self._labels_known(session, [r.transaction_id for r in rows], at)
+        return self._frame(rows, labels)
+
+    def transactions(
+        self, *, since: datetime, until: datetime | None = None, labels_known_at: datetime | None = None
+    ) -> pd.DataFrame:
+        """Every stored transaction with `since` <= timestamp < `until`, oldest first: COLUMNS,
+        fraud (its newest label that had arrived by `labels_known_at`, default any; 0 without
+        one), labelled (whether it had one), FEATURES as scored (NaN where it was not), score."""
+        with self.Session() as session:
+            query = select(Transaction).where(Transaction.timestamp >= since)
+            if until is not None:
+                query = query.where(Transaction.timestamp < until)
+            rows = session.scalars(query.order_by(Transaction.timestamp, Transaction.id)).all()
+            labels = self._labels_known(session, [r.transaction_id for r in rows], labels_known_at)
+        return self._frame(rows, labels)
+
+    @staticmethod
+    def _frame(rows: list[Transaction], labels: dict[str, int]) -> pd.DataFrame:
         frame = pd.DataFrame(
             [[r.transaction_id, r.timestamp, r.customer_id, r.terminal_id, r.amount] for r in rows],
             columns=COLUMNS,
         )
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.tz_localize(None)
-        frame["fraud"] = frame["transaction_id"].map(labels).fillna(0).astype("int8")
+        known = frame["transaction_id"].map(labels)
+        frame["fraud"] = known.fillna(0).astype("int8")
+        frame["labelled"] = known.notna().to_numpy()
         stored = [r.features or {} for r in rows]
         for name in FEATURES:
             if name != "amount":
                 frame[name] = np.array([f.get(name, np.nan) for f in stored], dtype=float)
+        frame["score"] = np.array([np.nan if r.score is None else r.score for r in rows], dtype=float)
         return frame
 
     @staticmethod
-    def _labels_known(session, ids: list[str], at: datetime) -> dict[str, int]:
-        """Each transaction's newest label that had arrived by `at`."""
+    def _labels_known(session, ids: list[str], at: datetime | None) -> dict[str, int]:
+        """Each transaction's newest label that had arrived by `at` (None: the newest of all)."""
         known = {}
         for chunk in _chunks(ids):
+            arrived = Label.transaction_id.in_(chunk)
+            if at is not None:
+                arrived = arrived & (Label.arrived_at <= at)
             newest = (
                 select(Label.transaction_id, func.max(Label.arrived_at).label("arrived_at"))
-                .where(Label.transaction_id.in_(chunk), Label.arrived_at <= at)
-                .group_by(Label.transaction_id).subquery()
+                .where(arrived).group_by(Label.transaction_id).subquery()
             )  # fmt: skip
             query = select(Label.transaction_id, Label.fraud).join(
                 newest,

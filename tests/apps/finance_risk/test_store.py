@@ -34,7 +34,7 @@ def test_migrations_build_the_tables_of_the_models(tmp_path):
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts=database.MIGRATIONS.options())
         assert compare_metadata(context, Base.metadata) == []
-    assert database.MIGRATIONS.current_revision(engine) == "0001"
+    assert database.MIGRATIONS.current_revision(engine) == "0002"
     engine.dispose()
 
 
