@@ -23,12 +23,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core_model.batching import MicroBatcher
 from core_model.engine import Engine, SamplingParams
 from core_model.serve.adapters import register_adapter
 from core_model.train.adapters import adapter_base
 
 from . import store
-from .batching import MicroBatcher
 from .database import make_engine, session_factory, upgrade
 from .dialogue import DialogueState, draft_messages, handoff_summary, replay
 from .intents import IntentClassifier, IntentResult

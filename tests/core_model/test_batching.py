@@ -1,6 +1,6 @@
 """MicroBatcher: concurrent callers share one call of the batch function, each gets its own result.
 
-.venv/bin/python -m pytest tests/apps/customer_service/test_batching.py -q
+.venv/bin/python -m pytest tests/core_model/test_batching.py -q
 """
 
 import threading
@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from apps.customer_service.batching import MicroBatcher
+from core_model.batching import MicroBatcher
 
 
 def test_each_caller_gets_the_result_of_its_own_item():

@@ -6,7 +6,9 @@
 One worker thread takes the first waiting item, then every item already queued behind it (up to
 `max_batch`), and calls the function once for all of them. It never waits for a batch to fill: a
 lone caller pays nothing extra, and callers that arrive while a batch runs share the next one.
-On 2 cores one forward pass of 8 short messages costs far less than 8 passes of one.
+On 2 cores one forward pass of 8 short messages costs far less than 8 passes of one. Two apps
+use it: customer service (intents and slots of concurrent messages) and finance risk (concurrent
+transactions scored in one pass and stored in one SQL transaction).
 """
 
 from __future__ import annotations
