@@ -169,6 +169,16 @@ class MultiHeadLatentAttention(nn.Module):
         mask_B1TS: torch.Tensor | None,
     ) -> torch.Tensor:
         """`mask_B1TS`: True where a query may attend to a key; None means plain causal."""
+        B, T, _ = x_BTD.shape
+        q_BHTE, k_BHSE, v_BHSV = self.heads(x_BTD, cos, sin)
+        out_BHTV = sdpa(
+            q_BHTE, k_BHSE, v_BHSV, attn_mask=mask_B1TS, is_causal=mask_B1TS is None,
+            scale=self.config.softmax_scale,
+        )  # fmt: skip
+        return self.o_proj(out_BHTV.transpose(1, 2).reshape(B, T, self.num_heads * self.config.v_head_dim))
+
+    def heads(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-head queries [B, H, T, E], keys [B, H, S, E] and values [B, H, S, V] (S = T)."""
         c = self.config
         B, T, _ = x_BTD.shape
         q_nope, q_rope = self.queries(x_BTD, cos, sin)
@@ -177,15 +187,19 @@ class MultiHeadLatentAttention(nn.Module):
         k_nope, v_BSHV = kv.split([c.qk_nope_head_dim, c.v_head_dim], dim=-1)
         k_BSHE = torch.cat((k_nope, k_rope_BTR.unsqueeze(2).expand(-1, -1, self.num_heads, -1)), dim=-1)
         q_BTHE = torch.cat((q_nope, q_rope), dim=-1)
-        out_BHTV = sdpa(
-            q_BTHE.transpose(1, 2),
-            k_BSHE.transpose(1, 2),
-            v_BSHV.transpose(1, 2),
-            attn_mask=mask_B1TS,
-            is_causal=mask_B1TS is None,
-            scale=c.softmax_scale,
-        )
-        return self.o_proj(out_BHTV.transpose(1, 2).reshape(B, T, self.num_heads * c.v_head_dim))
+        return q_BTHE.transpose(1, 2), k_BSHE.transpose(1, 2), v_BSHV.transpose(1, 2)
+
+    def weights(
+        self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask_B1TS: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The attention probabilities [B, H, T, S] that `forward` weighs the values with (for
+        inspection: which earlier tokens a query read most), from the same queries and keys."""
+        q_BHTE, k_BHSE, _ = self.heads(x_BTD, cos, sin)
+        scores_BHTS = (q_BHTE @ k_BHSE.transpose(-1, -2)) * self.config.softmax_scale
+        if mask_B1TS is None:
+            T = x_BTD.shape[1]
+            mask_B1TS = torch.ones(T, T, dtype=torch.bool, device=x_BTD.device).tril()[None, None]
+        return scores_BHTS.masked_fill(~mask_B1TS, float("-inf")).softmax(dim=-1)
 
 
 def sdpa(

@@ -61,12 +61,20 @@ class Trunk(nn.Module):
         position_ids: torch.Tensor | None = None,
         causal: bool = True,
     ) -> torch.Tensor:
+        """`attention_mask`: a padding mask [B, T] (1: a real token), or a full boolean mask
+        [B, 1, T, T] (True: may attend) that replaces causality and padding, for callers that
+        shape attention themselves; they pass `position_ids` too."""
         B, T, _ = inputs_embeds.shape
         device = inputs_embeds.device
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if position_ids is None:
+                raise ValueError("a [B, 1, T, T] attention mask needs position_ids")
+            mask = attention_mask.bool()
+        else:
+            mask = attention_mask_for(attention_mask, self.config, length=T, causal=causal, device=device)
         if position_ids is None:
             position_ids = default_position_ids(attention_mask, batch=B, length=T, device=device)
         cos, sin = self.rotary_emb(position_ids)
-        mask = attention_mask_for(attention_mask, self.config, length=T, causal=causal, device=device)
         x_BTD = inputs_embeds
         for layer in self.layers:
             x_BTD = layer(x_BTD, cos, sin, mask)

@@ -64,3 +64,40 @@ def test_tied_embeddings_share_one_tensor():
 
     model = MoEForCausalLM(MoEConfig.preset("tiny").replace(tie_word_embeddings=True))
     assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_a_full_mask_with_positions_gives_what_separate_sequences_give():
+    """Two last tokens sharing one prefix, each seeing the prefix and itself only, at the same
+    position: each comes out as the last token of its own sequence would."""
+    model = load_model("tiny")
+    prefix_B3D, last_B2D = (
+        torch.randn(1, 3, model.config.hidden_size),
+        torch.randn(1, 2, model.config.hidden_size),
+    )
+    allowed_TT = torch.ones(5, 5, dtype=torch.bool).tril()
+    allowed_TT[4, 3] = False  # the second last token does not see the first
+    with torch.no_grad():
+        shared = model.trunk(
+            inputs_embeds=torch.cat([prefix_B3D, last_B2D], dim=1), attention_mask=allowed_TT[None, None],
+            position_ids=torch.tensor([[0, 1, 2, 3, 3]]),
+        )  # fmt: skip
+        alone = [
+            model.trunk(inputs_embeds=torch.cat([prefix_B3D, last_B2D[:, i : i + 1]], dim=1))[:, -1]
+            for i in (0, 1)
+        ]
+    assert torch.allclose(shared[:, 3], alone[0], atol=1e-5)
+    assert torch.allclose(shared[:, 4], alone[1], atol=1e-5)
+
+
+def test_attention_weights_are_what_the_layer_reads_the_values_with():
+    model = load_model("tiny")
+    attention = model.model.layers[0].self_attn
+    x_BTD = torch.randn(2, 4, model.config.hidden_size)
+    cos, sin = model.model.rotary_emb(torch.arange(4).expand(2, 4))
+    with torch.no_grad():
+        weights_BHTS = attention.weights(x_BTD, cos, sin, None)
+        _, _, v_BHSV = attention.heads(x_BTD, cos, sin)
+        by_hand = attention.o_proj((weights_BHTS @ v_BHSV).transpose(1, 2).flatten(2))
+        assert torch.allclose(by_hand, attention(x_BTD, cos, sin, None), atol=1e-5)
+    assert torch.allclose(weights_BHTS.sum(-1), torch.ones(2, weights_BHTS.shape[1], 4))
+    assert (weights_BHTS.triu(diagonal=1) == 0).all()  # no token reads a later one
