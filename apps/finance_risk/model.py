@@ -122,6 +122,47 @@ class FraudModel(nn.Module):
         hidden_BSD = self.trunk(x_BSD, attention_mask=mask_BS)
         return self.head(hidden_BSD, mask_BS)[:, 0]
 
+    def variants(
+        self,
+        events_BTF: torch.Tensor,
+        gaps_BT: torch.Tensor,
+        mask_BT: torch.Tensor,
+        aggregates_BPA: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fraud logits [B, P] of P variants of each transaction's aggregate features read with
+        the same card history, in one pass, and the attention [B, T] of variant 0 over the history.
+
+        The sequence is the T history tokens, then P aggregate tokens that each see the history
+        and themselves only, all at the position `forward` gives its one aggregate token: variant
+        p's logit is `forward`'s with aggregates_BPA[:, p] (a test checks it), for P more tokens
+        instead of P more sequences. The attention is the last layer's, averaged over heads: how
+        much the transaction's token read each earlier event (0 on padding).
+        """
+        B, T, _ = events_BTF.shape
+        P = aggregates_BPA.shape[1]
+        x_BSD = torch.cat(
+            [self.embedder(events_BTF, gaps_BT), self.aggregate(self.scaler(aggregates_BPA))], dim=1
+        )
+        history_BT = mask_BT.bool()
+        allowed_SS = torch.zeros(T + P, T + P, dtype=torch.bool, device=x_BSD.device)
+        allowed_SS[:T, :T] = torch.ones(T, T, dtype=torch.bool).tril()  # the history, causally
+        allowed_SS[T:, :T] = True  # every variant reads the whole history ...
+        allowed_SS[T:, T:] = torch.eye(P, dtype=torch.bool)  # ... and itself, not the other variants
+        real_BS = torch.cat([history_BT, torch.ones_like(history_BT[:, :1]).expand(B, P)], dim=1)
+        mask_B1SS = (allowed_SS & real_BS[:, None, :])[:, None] | torch.eye(T + P, dtype=torch.bool)
+        positions_BT = (history_BT.long().cumsum(-1) - 1).clamp(min=0)
+        positions_BS = torch.cat([positions_BT, history_BT.sum(-1, keepdim=True).expand(B, P)], dim=1)
+        captured: list[tuple] = []
+        last_attention = self.trunk.layers[-1].self_attn
+        hook = last_attention.register_forward_pre_hook(lambda _, args: captured.append(args))
+        try:
+            hidden_BSD = self.trunk(x_BSD, attention_mask=mask_B1SS, position_ids=positions_BS)
+        finally:
+            hook.remove()
+        logits_BP = self.head(hidden_BSD[:, T:].reshape(B * P, 1, -1)).view(B, P)
+        weights_BT = last_attention.weights(*captured[0])[:, :, T, :T].mean(dim=1)
+        return logits_BP, weights_BT
+
 
 WEIGHTS, CARD = "model.safetensors", "config.json"
 
