@@ -8,12 +8,16 @@ same protocol two weeks earlier.
     .venv/bin/python benchmarks/finance_risk.py --train-days 28     # four weeks of training
     .venv/bin/python benchmarks/finance_risk.py --sections ours --keep-model runs/finance/model
 
+    .venv/bin/python benchmarks/finance_risk.py --sections continual  # updated vs frozen (~6 min)
+
 Sections: baselines (logistic regression, gradient-boosted trees), ours (the card's history through
-the MoE trunk, plus the same features; its epoch count chosen on the validation weeks), latency
-(POST /finance/score over loopback HTTP at 1 and 20 concurrent clients, `verticals serve` in its
-own process with the saved model and 37 days of history in SQLite, replaying the test week's first
-transactions). Writes
-benchmarks/results/finance_risk.json and prints a table.
+the MoE trunk, plus the same features; its epoch count chosen on the validation weeks: what
+`verticals finance train` runs), latency (POST /finance/score over loopback HTTP at 1 and 20
+concurrent clients, `verticals serve` in its own process with the saved model and 37 days of
+history in SQLite, replaying the test week's first transactions), continual (over the data's last
+weeks, a model trained once before them against the same model fine-tuned each week on the newly
+labelled week, as `verticals finance update` does). Writes benchmarks/results/finance_risk.json
+and prints a table.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from benchmarks.common import (  # noqa: E402
     write_report,
 )
 
-SECTIONS = ("baselines", "ours", "latency")
+SECTIONS = ("baselines", "ours", "latency", "continual")
+DATA_DAYS = 183  # 2018-04-01..2018-09-30 (SOURCE.md): the continual weeks end on its last day
 PARTS = ("train", "test")
 # the handbook's published test figures (chapters 5 and 7), for the table's last rows
 HANDBOOK = {
@@ -55,45 +60,19 @@ HANDBOOK = {
 
 
 def load(args: argparse.Namespace) -> dict:
-    from apps.finance_risk.features import FEATURES, with_features
-    from apps.finance_risk.protocol import DelayedSplit
-    from apps.finance_risk.sequences import card_series
-    from apps.finance_risk.training import Examples
-    from apps.finance_risk.transactions import DATASET, FILE, read_transactions
-    from core_model.datasets import dataset_dir
+    from apps.finance_risk.features import FEATURES
+    from apps.finance_risk.training import protocol_data
 
-    split = DelayedSplit.starting(args.test_start, train_days=args.train_days)
-    split = split.shifted(-(args.train_days + split.delay_days))  # the test block starts at test_start
-    validation = split.shifted(-(split.delay_days + split.test_days))
-    history_days = 30 + split.delay_days  # the widest feature window reaches this far back
-    frame = read_transactions(
-        dataset_dir(DATASET) / FILE, days=(max(0, validation.train_start - history_days), split.test_stop)
-    )
-    frame = with_features(frame)
-    series = card_series(frame, length=args.history)
-    positions = pd.Series(np.arange(len(frame)), index=frame.index)
-    blocks = {"validation": validation.apply(frame), "test": split.apply(frame)}
-    examples = {
-        name: [
-            Examples.of(rows, series.take(positions[rows.index].to_numpy()), args.history) for rows in pair
-        ]
-        for name, pair in blocks.items()
-    }
+    data = protocol_data(test_start=args.test_start, train_days=args.train_days, history=args.history)
     arrays = {
         name: {
             part: (rows[FEATURES].to_numpy(), rows["fraud"].to_numpy())
             for part, rows in zip(PARTS, pair, strict=True)
         }
-        for name, pair in blocks.items()
+        for name, pair in data.frames.items()
     }  # fmt: skip
-    return {
-        "split": split,
-        "validation": validation,
-        "frame": frame,
-        "frames": blocks,
-        "arrays": arrays,
-        "examples": examples,
-    }
+    return {"protocol": data, "split": data.split, "validation": data.validation, "frame": data.frame,
+            "frames": data.frames, "arrays": arrays}  # fmt: skip
 
 
 def bench_baselines(args: argparse.Namespace) -> dict:
@@ -117,37 +96,88 @@ def bench_baselines(args: argparse.Namespace) -> dict:
 
 def bench_ours(args: argparse.Namespace) -> dict:
     """Epochs chosen by validation AP (trained on the validation weeks' training block), then the
-    model trained that long on the test protocol's training block."""
-    from sklearn.metrics import average_precision_score
-
-    from apps.finance_risk.metrics import fraud_metrics
+    model trained that long on the test protocol's training block (`verticals finance train`)."""
     from apps.finance_risk.model import FraudModelConfig, save_fraud_model
-    from apps.finance_risk.training import TrainingConfig, fit, predict
+    from apps.finance_risk.training import TrainingConfig, train_on_protocol
 
     config = replace(FraudModelConfig.preset(args.preset), history=args.history)
-    training = TrainingConfig(epochs=args.epochs)
-    (valid_train, valid_test), (train, test) = (
-        args.data["examples"]["validation"],
-        args.data["examples"]["test"],
-    )
     started = time.perf_counter()
-
-    def validation_ap(model) -> float:
-        return float(average_precision_score(valid_test.labels_N.numpy(), predict(model, valid_test)))
-
-    _, history = fit(config, valid_train, training=training, evaluate=validation_ap)
-    epochs = int(np.argmax(history)) + 1
-    model, _ = fit(config, train, training=replace(training, epochs=epochs))
-    scores = predict(model, test)
-    metrics = fraud_metrics(args.data["frames"]["test"][1], scores, k=100)
+    model, report = train_on_protocol(
+        args.data["protocol"], config=config, training=TrainingConfig(epochs=args.epochs)
+    )
     if args.keep_model:
-        save_fraud_model(model, args.keep_model, metrics={**metrics, "blocks": args.data["split"].dates()})
+        save_fraud_model(model, args.keep_model, metrics=report)
     return {
-        **metrics,
-        "chosen": {"epochs": epochs, "validation_ap_by_epoch": [round(v, 4) for v in history]},
-        "config": model.to_config(), "parameters": sum(p.numel() for p in model.parameters()),
+        **report, "config": model.to_config(), "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
+
+
+def bench_continual(args: argparse.Namespace) -> dict:
+    """Over the data's last `--continual-weeks` weeks: a model trained once before the first of
+    them (as `ours`, validation-chosen epochs; frozen) against the same model fine-tuned before
+    each week on the days whose labels have arrived by then and that it has not seen (updated).
+    Before a week starting on day s, labels are known for the days up to s - DELAY_DAYS - 1, so
+    the update before week w > 0 tunes on days s - 14..s - 8 (never a label from after); before
+    the first week those days are the frozen model's own training block, so the two models agree
+    on it. Both score the same rows (cards known compromised by then left out)."""
+    from apps.finance_risk.features import DELAY_DAYS
+    from apps.finance_risk.metrics import fraud_metrics
+    from apps.finance_risk.model import FraudModelConfig
+    from apps.finance_risk.protocol import DelayedSplit
+    from apps.finance_risk.training import (
+        FINE_TUNING,
+        TrainingConfig,
+        fine_tune,
+        predict,
+        protocol_data,
+        train_on_protocol,
+    )
+
+    started = time.perf_counter()
+    first = DATA_DAYS - 7 * args.continual_weeks
+    data = protocol_data(
+        test_start=day_date(first), train_days=args.train_days, history=args.history, stop_day=DATA_DAYS
+    )
+    config = replace(FraudModelConfig.preset(args.preset), history=args.history)
+    frozen, trained = train_on_protocol(data, config=config, training=TrainingConfig(epochs=args.epochs))
+    tuning = replace(FINE_TUNING, epochs=args.update_epochs, lr=args.update_lr)
+    updated, seen = frozen, data.split.train_start + data.split.train_days  # days before `seen` trained on
+    day, weeks = data.frame["day"], []
+    for w in range(args.continual_weeks):
+        start = first + 7 * w
+        labelled = start - DELAY_DAYS  # days before it have their labels by `start`
+        row: dict = {"test": f"{day_date(start)}..{day_date(start + 6)}", "tuned_on": "-"}
+        if labelled > seen:
+            tune = data.frame[(day >= seen) & (day < labelled)]
+            tick = time.perf_counter()
+            updated, _ = fine_tune(updated, data.examples_of(tune), training=tuning)
+            row |= {"tuned_on": f"{day_date(seen)}..{day_date(labelled - 1)}", "tune_rows": len(tune),
+                    "tune_frauds": int(tune["fraud"].sum()),
+                    "tune_s": round(time.perf_counter() - tick, 1)}  # fmt: skip
+            seen = labelled
+        _, test = DelayedSplit(train_start=labelled - 7, train_days=7, delay_days=DELAY_DAYS).apply(
+            data.frame
+        )
+        examples = data.examples_of(test)
+        row |= {"rows": len(test), "frauds": int(test["fraud"].sum())}
+        for name, model in (("frozen", frozen), ("updated", updated)):
+            row[name] = fraud_metrics(test, predict(model, examples), k=100)
+        weeks.append(row)
+    mean = {
+        name: {key: float(np.mean([week[name][key] for week in weeks])) for key in ("auc", "ap", "cp_at_k")}
+        for name in ("frozen", "updated")
+    }
+    return {
+        "trained": trained, "fine_tuning": {"epochs": tuning.epochs, "lr": tuning.lr}, "weeks": weeks,
+        "mean": mean, "seconds": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+
+
+def day_date(day: int) -> str:
+    from apps.finance_risk.protocol import FIRST_DAY
+
+    return (FIRST_DAY + pd.Timedelta(days=day)).strftime("%Y-%m-%d")
 
 
 def bench_latency(args: argparse.Namespace) -> dict:
@@ -224,6 +254,8 @@ def table(report: dict) -> list[str]:
                 latency.append([f"{result['clients']} clients", str(result["p50_ms"]), str(result["p99_ms"]),
                                 str(result["requests_per_s"])])  # fmt: skip
         lines += [""] + aligned_rows(latency)
+    if "continual" in report:
+        lines += [""] + continual_table(report["continual"])
     sizes = report["rows"]
     lines.append(
         f"blocks {report['blocks']}; train {sizes['train']:,} transactions ({sizes['train_frauds']} frauds), "
@@ -232,13 +264,35 @@ def table(report: dict) -> list[str]:
     return lines
 
 
+def continual_table(result: dict) -> list[str]:
+    rows = [["test week", "tuned on"] + [f"{metric} {model}" for metric in ("AP", "AUC", "CP@100")
+                                         for model in ("frozen", "updated")]]  # fmt: skip
+    for week in [*result["weeks"], {"test": "mean", "tuned_on": "", **result["mean"]}]:
+        frozen, updated = week["frozen"], week["updated"]
+        rows.append([week["test"], week["tuned_on"]] + [
+            f"{model[key]:.4f}" for key in ("ap", "auc", "cp_at_k") for model in (frozen, updated)
+        ])  # fmt: skip
+    tuning = result["fine_tuning"]
+    return aligned_rows(rows) + [
+        f"continual: frozen vs updated weekly ({tuning['epochs']} epochs at lr {tuning['lr']:g} on each "
+        f"newly labelled week); frozen model trained on {result['trained']['blocks']['train']}"
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict:
+    from apps.finance_risk.training import FINE_TUNING
+
     parser = section_parser(__doc__, SECTIONS, results="finance_risk.json")
     parser.add_argument("--test-start", default="2018-08-08", help="first day of the test block")
     parser.add_argument("--train-days", type=int, default=7, help="days of the training block")
     parser.add_argument("--preset", default="small", help="the fraud model's size (FraudModelConfig presets)")
     parser.add_argument("--history", type=int, default=16, help="the card's last transactions read")
     parser.add_argument("--epochs", type=int, default=6, help="at most this many (chosen on validation)")
+    parser.add_argument("--continual-weeks", type=int, default=4, help="continual: the data's last weeks")
+    parser.add_argument("--update-epochs", type=int, default=FINE_TUNING.epochs, help="continual: per update")
+    parser.add_argument(
+        "--update-lr", type=float, default=FINE_TUNING.lr, help="continual: fine-tuning peak lr"
+    )
     parser.add_argument("--keep-model", type=Path, help="save the trained model here (for verticals serve)")
     parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 20], help="latency: clients")
     parser.add_argument("--requests", type=int, default=50, help="latency: requests per client")
@@ -255,7 +309,12 @@ def main(argv: list[str] | None = None) -> dict:
         report,
         sections=SECTIONS,
         chosen=args.sections,
-        benches={"baselines": bench_baselines, "ours": bench_ours, "latency": bench_latency},
+        benches={
+            "baselines": bench_baselines,
+            "ours": bench_ours,
+            "latency": bench_latency,
+            "continual": bench_continual,
+        },  # fmt: skip
         args=args,
     )
     print("\n".join(table(report)))
