@@ -1,5 +1,5 @@
 """The fraud model: a fraud logit per transaction from its card's series and its features, blind
-to padding, and trainable: a tiny one learns a planted pattern.
+to padding, and trainable: a tiny one learns a planted pattern, and fine-tuning continues it.
 
 .venv/bin/python -m pytest tests/apps/finance_risk/test_model.py -q
 """
@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score
 from apps.finance_risk.features import FEATURES
 from apps.finance_risk.model import FraudModel, FraudModelConfig, Scaler
 from apps.finance_risk.sequences import EVENT_FEATURES
-from apps.finance_risk.training import Examples, TrainingConfig, fit, predict
+from apps.finance_risk.training import Examples, TrainingConfig, evaluation_loss, fine_tune, fit, predict
 
 CONFIG = FraudModelConfig.preset("tiny")
 
@@ -49,3 +49,20 @@ def test_a_tiny_model_learns_a_pattern_in_the_card_history():
                          progress=False)  # fmt: skip
     assert len(history) == 6
     assert history[-1] > 0.8 > 10 * test.labels_N.mean().item()  # far above chance (the fraud rate)
+
+
+def test_fine_tuning_lowers_the_loss_on_its_data_and_keeps_the_scaler():
+    model, _ = fit(
+        CONFIG, examples(256, seed=4), training=TrainingConfig(epochs=1, batch_size=64), progress=False
+    )
+    new = examples(256, seed=5)
+    new = Examples(new.events_NTF, new.gaps_NT, new.mask_NT, new.aggregates_NA * 3 + 5, new.labels_N)
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    tuned, _ = fine_tune(
+        model, new, training=TrainingConfig(epochs=3, batch_size=64, lr=3e-3), progress=False
+    )
+    assert evaluation_loss(tuned, new) < evaluation_loss(model, new)
+    torch.testing.assert_close(tuned.scaler.mean_A, weights["scaler.mean_A"])  # not refitted to `new`
+    torch.testing.assert_close(tuned.scaler.scale_A, weights["scaler.scale_A"])
+    for name, value in model.state_dict().items():  # the model tuned from is left as it was
+        torch.testing.assert_close(value, weights[name])
