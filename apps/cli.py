@@ -8,7 +8,8 @@
     verticals serve --adapter sql=/adapters/sql    # a PEFT LoRA directory, used as model "embedded:sql"
     verticals serve --cs-database postgresql://...  # the customer-service router's database (/cs)
     verticals serve --code-index runs/code_assist/index   # code completions with repository context (/code)
-    verticals run                        # `make run`: the API, the agent console (:8501), code assist (:8502)
+    verticals run                        # `make run`: the API and every page (console :8501, code :8502,
+                                         # medical :8503, fraud desk :8504, a day replayed into it)
     verticals cs train intents --out DIR  # customer-service adapters, knowledge base, console
     verticals code eval humaneval        # code assist: index a repository, evaluate a model, train, UI
     verticals train base --preset embedded --steps 2500 --export core_model/assets/embedded
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import date
 from pathlib import Path
 
 from apps.code_assist import commands as code_commands
@@ -130,6 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--console-port", type=int, default=8501, help="customer-service console port")
     run.add_argument("--code-port", type=int, default=8502, help="code-assist page port")
     run.add_argument("--medical-port", type=int, default=8503, help="medical federation page port")
+    run.add_argument("--finance-port", type=int, default=8504, help="fraud desk port")
+    run.add_argument(
+        "--finance-day", type=date.fromisoformat, default=finance_commands.DEFAULT_DAY,
+        help="the day replayed into the scoring API (default %(default)s)",
+    )  # fmt: skip
+    run.add_argument(
+        "--finance-rate",
+        type=float,
+        default=20.0,
+        help="replayed transactions per second (default %(default)s)",
+    )
+    run.add_argument("--no-finance-replay", action="store_true", help="no seeding and no replay of a day")
     _add_train_commands(commands)
     cs_commands.add_commands(commands)
     code_commands.add_commands(commands)
@@ -217,22 +231,31 @@ def run_server(args: argparse.Namespace) -> None:
 
 
 def run_suite(args: argparse.Namespace) -> None:
-    """`make run`: the Streamlit pages in subprocesses, the API in this one."""
+    """`make run`: the fraud desk's store seeded for its replay (it must precede the API, which
+    reads its recent history at start), the Streamlit pages and the replay in subprocesses, the API
+    in this one."""
     api = f"http://127.0.0.1:{args.port}"
+    replay = None
+    if not args.no_finance_replay:
+        replay = finance_commands.start_replay(
+            api=api, day=args.finance_day, rate=args.finance_rate, settings=FinanceSettings()
+        )
     pages = [
         cs_commands.console_process(api=api, port=args.console_port),
         code_commands.ui_process(api=api, port=args.code_port),
         medical_commands.ui_process(api=api, port=args.medical_port),
+        finance_commands.ui_process(api=api, port=args.finance_port),
     ]
     print(f"verticals: agent console at http://127.0.0.1:{args.console_port} (API {api})")
     print(f"verticals: code assist at http://127.0.0.1:{args.code_port}; editors: {api}/code")
     print(f"verticals: medical federation page at http://127.0.0.1:{args.medical_port}")
+    print(f"verticals: fraud desk at http://127.0.0.1:{args.finance_port}")
     try:
         main(["serve", "--port", str(args.port)])
     finally:
-        for page in pages:
-            page.terminate()
-            page.wait(timeout=10)
+        for process in [*pages, *([replay] if replay else [])]:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 def _add_train_commands(commands: argparse._SubParsersAction) -> None:

@@ -5,6 +5,14 @@
     POST /finance/score/batch   {"transactions": [...]} -> {"scores": [...]}, scored in time order
     POST /finance/labels        {"labels": [{"transaction_id", "fraud", "source", "arrived_at"}]}
     GET  /finance/health        the model served, or why there is none
+    GET  /finance/days          {"days": [{"day", "transactions", "scored"}]}, oldest first
+    GET  /finance/alerts?day=2018-08-08&k=100
+                                the day's alert queue: its top-k cards by their riskiest transaction's
+                                score, each transaction with its reasons and newest label
+    GET  /finance/daily?start=2018-07-10&end=2018-08-08
+                                per day: transactions, alerts, alert rate, labelled, fraud rate, and
+                                AUC/AP/CP@k over the labelled ones (null without both classes)
+    GET  /finance/distribution?day=2018-08-08&bins=20    the day's score histogram
 
 `?threshold=0.7` sets the alert threshold of one request (default: the server's). FastAPI's 422s
 name the field at fault (a malformed amount, a timestamp without a time zone); 409 for a
@@ -15,6 +23,7 @@ needs `Authorization: Bearer KEY`.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -22,8 +31,18 @@ from fastapi.concurrency import run_in_threadpool
 
 from core_model.serve.api import require_api_key
 
-from .schemas import BatchIn, BatchOut, LabelsIn, ScoreOut, TransactionIn
-from .service import AlreadyScored, FinanceService, NoModel
+from .schemas import (
+    AlertsOut,
+    BatchIn,
+    BatchOut,
+    DailyStatsOut,
+    DaysOut,
+    DistributionOut,
+    LabelsIn,
+    ScoreOut,
+    TransactionIn,
+)
+from .service import AlreadyScored, BadPeriod, FinanceService, NoModel
 from .store import UnknownTransactions
 
 
@@ -36,6 +55,7 @@ ServiceDep = Annotated[FinanceService, Depends(get_service)]
 Threshold = Annotated[float | None, Query(ge=0.0, le=1.0, description="alert when score >= threshold")]
 router = APIRouter(prefix="/finance", tags=["finance"], dependencies=[Depends(require_api_key)])
 open_router = APIRouter(prefix="/finance", tags=["finance"])
+MAX_ALERTS = 1000  # the alert queue's k at most
 
 
 def _http(error: Exception) -> HTTPException:
@@ -75,6 +95,41 @@ def labels(body: LabelsIn, service: ServiceDep) -> dict[str, int]:
 @open_router.get("/health")
 def health(service: ServiceDep) -> dict[str, Any]:
     return service.health()
+
+
+Day = Annotated[date, Query(description="a UTC day, YYYY-MM-DD")]
+Budget = Annotated[int, Query(ge=1, le=MAX_ALERTS, description="cards an analyst can check in a day")]
+
+
+@router.get("/days")
+def days(service: ServiceDep) -> DaysOut:
+    return DaysOut(days=service.days())
+
+
+@router.get("/alerts")
+def alerts(service: ServiceDep, day: Day, k: Budget = 100, threshold: Threshold = None) -> AlertsOut:
+    return AlertsOut(**service.alerts(day=day, k=k, threshold=threshold))
+
+
+@router.get("/daily")
+def daily(
+    service: ServiceDep,
+    start: Annotated[date | None, Query(description="first day (default: 30 days before end)")] = None,
+    end: Annotated[date | None, Query(description="last day (default: the newest stored)")] = None,
+    threshold: Threshold = None,
+    k: Budget = 100,
+) -> DailyStatsOut:
+    try:
+        return DailyStatsOut(**service.daily(start=start, end=end, threshold=threshold, k=k))
+    except BadPeriod as error:
+        raise HTTPException(422, str(error)) from None
+
+
+@router.get("/distribution")
+def distribution(
+    service: ServiceDep, day: Day, bins: Annotated[int, Query(ge=2, le=100)] = 20
+) -> DistributionOut:
+    return DistributionOut(**service.distribution(day=day, bins=bins))
 
 
 def mount(app: FastAPI, service: FinanceService) -> None:

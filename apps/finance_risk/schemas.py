@@ -4,6 +4,7 @@ amount or timestamp is a 422 that names the field, never a 500.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -61,3 +62,93 @@ class LabelIn(BaseModel):
 class LabelsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     labels: list[LabelIn] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------- the analysts' desk (GET)
+
+
+class EventOut(BaseModel):
+    """An earlier transaction of the card, and how much the attention weighed it."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+    transaction_id: str
+    timestamp: datetime
+    amount: float
+    weight: float
+
+
+class ReasonsOut(BaseModel):
+    features: list[ReasonOut] = []
+    events: list[EventOut] = []  # the earlier transactions the attention weighed most, when recorded
+
+
+class LabelOut(BaseModel):
+    fraud: bool
+    source: str
+    arrived_at: datetime
+
+
+class AlertTransactionOut(BaseModel):
+    transaction_id: str
+    timestamp: datetime
+    terminal_id: str
+    amount: float
+    score: float
+    reasons: ReasonsOut | None  # None: scored without reasons (the replay's offline seeding)
+    label: LabelOut | None  # its newest label, if any
+
+
+class AlertCardOut(BaseModel):
+    rank: int
+    customer_id: str
+    score: float  # the card's riskiest transaction's
+    alert: bool  # score >= threshold
+    transactions: list[AlertTransactionOut]  # the card's scored transactions of the day, riskiest first
+
+
+class AlertsOut(BaseModel):
+    day: date
+    k: int
+    threshold: float
+    scored: int  # the day's scored transactions
+    cards: list[AlertCardOut]
+
+
+class DayOut(BaseModel):
+    day: date
+    transactions: int
+    scored: int
+
+
+class DaysOut(BaseModel):
+    days: list[DayOut]  # oldest first
+
+
+class DailyOut(BaseModel):
+    day: date
+    transactions: int
+    scored: int
+    alerts: int  # scored >= threshold
+    alert_rate: float | None  # alerts / scored
+    labelled: int
+    frauds: int
+    fraud_rate: float | None  # frauds / labelled
+    auc: float | None  # over the day's scored and labelled transactions; None without both classes
+    ap: float | None
+    cp_at_k: float | None
+
+
+class DailyStatsOut(BaseModel):
+    start: date
+    end: date
+    threshold: float
+    k: int
+    days: list[DailyOut]  # the days with transactions, oldest first
+
+
+class DistributionOut(BaseModel):
+    day: date
+    edges: list[float]  # bins + 1 edges over [0, 1]
+    counts: list[int]  # scored transactions per bin
+    fraud: list[int]  # of them labelled fraud
+    genuine: list[int]  # of them labelled genuine

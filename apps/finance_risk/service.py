@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from .features import FEATURES
 from .model import WEIGHTS, FraudModel, load_fraud_model
+from .monitoring import DAILY_DAYS, MAX_DAILY_DAYS, alert_queue, daily_stats, day_span, score_histogram
 from .schemas import LabelIn, TransactionIn
 from .scoring import model_inputs
 from .settings import FinanceSettings
@@ -143,3 +144,72 @@ class FinanceService:
             return {"status": "no model", "detail": self.no_model()}
         return {"status": "ok", "model": self.settings.model, "version": self.version,
                 "history": self.model.config.history, "threshold": self.settings.threshold}  # fmt: skip
+
+    # ------------------------------------------------- the analysts' desk: what was scored, read back
+
+    def days(self) -> list[dict[str, Any]]:
+        """The UTC days with stored transactions, oldest first: day, transactions, scored."""
+        return self.store.days().to_dict("records")
+
+    def alerts(self, *, day: date, k: int, threshold: float | None = None) -> dict[str, Any]:
+        """The day's alert queue: its top-k cards by their riskiest transaction's score, each with
+        its scored transactions of the day (reasons and newest label)."""
+        threshold = self.settings.threshold if threshold is None else threshold
+        frame = self.store.activity(**day_span(day, day))
+        queue = alert_queue(frame, k=k)
+        rows = frame.loc[[i for positions in queue["transactions"] for i in positions]]
+        reasons = self.store.reasons(rows["transaction_id"])
+        cards = [
+            {"rank": int(card.rank), "customer_id": card.customer_id, "score": float(card.score),
+             "alert": bool(card.score >= threshold),
+             "transactions": [_alert_transaction(frame.loc[i], reasons) for i in card.transactions]}
+            for card in queue.itertuples()
+        ]  # fmt: skip
+        return {"day": day, "k": k, "threshold": threshold, "scored": int(frame["score"].notna().sum()),
+                "cards": cards}  # fmt: skip
+
+    def daily(
+        self,
+        *,
+        start: date | None = None,
+        end: date | None = None,
+        threshold: float | None = None,
+        k: int = 100,
+    ) -> dict[str, Any]:
+        """Per day from `start` to `end` (default: the DAILY_DAYS days up to the newest stored):
+        transactions, alert and fraud rates, and AUC/AP/CP@k on the labelled transactions."""
+        threshold = self.settings.threshold if threshold is None else threshold
+        if end is None:
+            stored = self.store.days()
+            if stored.empty:
+                raise BadPeriod("no transactions stored yet: replay a day (`verticals finance replay`)")
+            end = stored["day"].iloc[-1]
+        start = end - timedelta(days=DAILY_DAYS - 1) if start is None else start
+        if start > end:
+            raise BadPeriod(f"start {start} is after end {end}")
+        if (end - start).days >= MAX_DAILY_DAYS:
+            raise BadPeriod(f"{(end - start).days + 1} days from {start} to {end}; at most {MAX_DAILY_DAYS}")
+        frame = self.store.activity(**day_span(start, end))
+        days = daily_stats(frame, threshold=threshold, k=k) if len(frame) else []
+        return {"start": start, "end": end, "threshold": threshold, "k": k, "days": days}
+
+    def distribution(self, *, day: date, bins: int) -> dict[str, Any]:
+        """The histogram of the day's scores over [0, 1], with the labelled frauds and genuine."""
+        frame = self.store.activity(**day_span(day, day))
+        return {"day": day, **score_histogram(frame["score"], fraud=frame["fraud"], bins=bins)}
+
+
+class BadPeriod(ValueError):
+    """A period of days that cannot be read (start after end, too long, nothing stored)."""
+
+
+def _alert_transaction(row: pd.Series, reasons: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    label = None
+    if not pd.isna(row["fraud"]):
+        label = {"fraud": bool(row["fraud"]), "source": row["label_source"],
+                 "arrived_at": row["label_arrived_at"]}  # fmt: skip
+    return {
+        "transaction_id": row["transaction_id"], "timestamp": row["timestamp"],
+        "terminal_id": row["terminal_id"], "amount": float(row["amount"]), "score": float(row["score"]),
+        "reasons": reasons.get(row["transaction_id"]), "label": label,
+    }  # fmt: skip

@@ -158,3 +158,69 @@ class TransactionStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # ----------------------------------------------------------------- what the analysts' desk reads
+
+    def import_history(self, rows: Iterable[dict[str, Any]], labels: Iterable[dict[str, Any]]) -> int:
+        """Stores transactions and their labels in one database transaction, leaving out the
+        transactions already stored (and their labels): importing the same history twice stores
+        it once. Returns the number of transactions stored."""
+        rows = list(rows)
+        with self.Session.begin() as session:
+            known = self._existing(session, {row["transaction_id"] for row in rows})
+            new = [row for row in rows if row["transaction_id"] not in known]
+            new_labels = [label for label in labels if label["transaction_id"] not in known]
+            for table, values in ((Transaction, new), (Label, new_labels)):
+                for start in range(0, len(values), 10_000):  # bounded memory per statement batch
+                    session.execute(insert(table), values[start : start + 10_000])
+        return len(new)
+
+    def days(self) -> pd.DataFrame:
+        """Per UTC day with transactions, oldest first: day (a date), transactions, scored."""
+        day = func.date(Transaction.timestamp)
+        with self.Session() as session:
+            rows = session.execute(
+                select(day, func.count(), func.count(Transaction.score)).group_by(day).order_by(day)
+            ).all()
+        frame = pd.DataFrame(rows, columns=["day", "transactions", "scored"])
+        frame["day"] = pd.to_datetime(frame["day"]).dt.date
+        return frame
+
+    def activity(self, *, since: datetime, until: datetime) -> pd.DataFrame:
+        """The transactions with `since` <= timestamp < `until`, oldest first, without their
+        features: transaction_id, timestamp (aware UTC), customer_id, terminal_id, amount, score
+        (NaN where unscored), and the newest label of each (fraud 0/1, NaN without one;
+        label_source; label_arrived_at)."""
+        query = (
+            select(
+                Transaction.transaction_id, Transaction.timestamp, Transaction.customer_id,
+                Transaction.terminal_id, Transaction.amount, Transaction.score,
+                Label.fraud, Label.source, Label.arrived_at,
+            )
+            .outerjoin(Label, Label.transaction_id == Transaction.transaction_id)
+            .where(Transaction.timestamp >= since, Transaction.timestamp < until)
+            .order_by(Transaction.timestamp, Transaction.id)
+        )  # fmt: skip
+        columns = [
+            "transaction_id", "timestamp", "customer_id", "terminal_id", "amount", "score",
+            "fraud", "label_source", "label_arrived_at",
+        ]  # fmt: skip
+        with self.engine.connect() as connection:  # Core rows: no ORM bookkeeping for 100k+ rows
+            frame = pd.DataFrame(connection.execute(query).all(), columns=columns)
+        frame["score"] = frame["score"].astype(float)
+        frame["fraud"] = frame["fraud"].astype(float)
+        # one row per transaction: its newest label (a transaction without one has a single row)
+        newest = frame.sort_values("label_arrived_at", kind="stable", na_position="first")
+        newest = newest.drop_duplicates("transaction_id", keep="last")
+        return frame.loc[frame.index.isin(newest.index)].reset_index(drop=True)
+
+    def reasons(self, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """The reasons each transaction was scored with (None where it has none)."""
+        found: dict[str, dict[str, Any] | None] = {}
+        with self.Session() as session:
+            for chunk in _chunks(sorted(set(transaction_ids))):
+                query = select(Transaction.transaction_id, Transaction.reasons).where(
+                    Transaction.transaction_id.in_(chunk)
+                )
+                found.update(dict(session.execute(query).all()))
+        return found
