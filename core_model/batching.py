@@ -2,6 +2,7 @@
 
     parse = MicroBatcher(lambda texts: classifier.parse(texts), max_batch=32)
     parse("I lost my card")          # from any thread; returns this item's result
+    await asyncio.wrap_future(parse.submit("I lost my card"))   # the same, from an event loop
 
 One worker thread takes the first waiting item, then every item already queued behind it (up to
 `max_batch`), and calls the function once for all of them. It never waits for a batch to fill: a
@@ -34,9 +35,13 @@ class MicroBatcher(Generic[T, R]):
         threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def __call__(self, item: T) -> R:
+        return self.submit(item).result()
+
+    def submit(self, item: T) -> Future[R]:
+        """Queues `item` and returns at once; an event loop awaits `asyncio.wrap_future(...)`."""
         future: Future[R] = Future()
         self._queue.put((item, future))
-        return future.result()
+        return future
 
     def _work(self) -> None:
         while True:

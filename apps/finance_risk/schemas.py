@@ -34,12 +34,20 @@ class ReasonOut(BaseModel):
     contribution: float  # the score minus the score with this feature at its training mean
 
 
+class AttendedOut(BaseModel):
+    transaction_id: str
+    timestamp: str
+    amount: float
+    weight: float  # the share of the transaction's attention (last layer, mean of heads) on it
+
+
 class ScoreOut(BaseModel):
     transaction_id: str
     score: float
     decision: Literal["alert", "pass"]
     threshold: float
-    reasons: list[ReasonOut]
+    reasons: list[ReasonOut]  # the features that raised the score most
+    events: list[AttendedOut]  # the card's earlier transactions the model weighed most
     history: int  # the card's earlier transactions the model read
     cold_start: bool  # no earlier transaction of this customer is known
     model_version: str

@@ -1,15 +1,11 @@
-"""Scoring transactions with the fraud model, from any frame of transactions that holds their
-histories: the whole data set (the benchmark) or only what a live scorer fetches for one
-transaction (`history_for`: its card's and its terminal's recent rows).
+"""Scoring a whole frame of transactions with the fraud model: the benchmark's path and the
+reference the live scorer (`service.py` with `live_history.py`) is checked against.
 
     scores = score_frame(model, frame)                  # every row of `frame`, time-ordered
-    needed = history_for(frame, row=i, history=16)      # the rows that give row i the same score
 
-A transaction's features read its customer's last 30 days and its terminal's last 30 days before
-the label delay (37 days); its series reads the card's last `history` transactions with the
-features each had when it was scored (its own terminal's risk then). So the rows of
-`history_for`, the earlier ones carrying their features, give the transaction the very inputs the
-whole data gives it (a test checks it on the real data), hence its score up to float rounding.
+A transaction's features read its customer's last CUSTOMER_DAYS days and its terminal's last
+TERMINAL_DAYS (the longest window before the label delay, plus the delay); its series reads the
+card's last `history` transactions with the features each had when it was scored.
 """
 
 from __future__ import annotations
@@ -45,20 +41,3 @@ def model_inputs(model: FraudModel, frame: pd.DataFrame) -> tuple[pd.DataFrame, 
     computed["fraud"] = computed["fraud"].fillna(0)
     history = model.config.history
     return computed, Examples.of(computed, card_series(computed, length=history), history)
-
-
-def history_for(frame: pd.DataFrame, *, row: int, history: int) -> pd.DataFrame:
-    """The rows of `frame` (time-ordered) that row `row` (positional) is scored from, itself last:
-    its customer's in the last CUSTOMER_DAYS days or its last `history` - 1, whichever reach
-    further back, and its terminal's in the last TERMINAL_DAYS days."""
-    current = frame.iloc[row]
-    before = frame.iloc[:row]
-    customer = before[before["customer_id"] == current["customer_id"]]
-    recent = customer["timestamp"] > current["timestamp"] - pd.Timedelta(days=CUSTOMER_DAYS)
-    customer = customer[recent | (np.arange(len(customer)) >= len(customer) - (history - 1))]
-    terminal = before[
-        (before["terminal_id"] == current["terminal_id"])
-        & (before["timestamp"] > current["timestamp"] - pd.Timedelta(days=TERMINAL_DAYS))
-    ]
-    rows = pd.concat([customer, terminal]).drop_duplicates("transaction_id")
-    return pd.concat([rows.sort_values(["timestamp", "transaction_id"], kind="stable"), frame.iloc[[row]]])

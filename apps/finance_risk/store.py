@@ -1,16 +1,16 @@
-"""Transactions and labels in SQL, and the histories the scorer reads back from them.
+"""Transactions and labels in SQL, and what is read back from them: the recent past a scorer
+starts from, and any time range for updates and the analysts.
 
     store = TransactionStore("sqlite:///runs/finance.db")        # migrates the tables first
     store.add_transactions([{"transaction_id": "t1", "customer_id": "c9", "terminal_id": "m4",
                              "amount": 57.2, "timestamp": aware_utc, "features": {...}, "score": 0.1,
-                             "model_version": "abc"}])
+                             "model_version": "abc", "reasons": {...}}])
     store.add_labels([{"transaction_id": "t1", "fraud": 1, "source": "chargeback", "arrived_at": now}])
-    frame = store.history(customer_id="c9", terminal_id="m4", at=aware_utc, length=16)
+    frame = store.transactions(since=day, until=next_day, labels_known_at=now)
+    frame, labels = store.recent(length=16)                      # what `LiveHistory.load` reads
 
-`history` returns what `scoring.history_for` selects from the whole data, as a DataFrame in time
-order: the customer's rows of the last CUSTOMER_DAYS days (or its last `length` - 1), the
-terminal's of the last TERMINAL_DAYS days, each with the features it was scored with and its
-label as known at `at` (a label that arrives later does not exist yet: 0).
+Frames are in time order, with each transaction's features as it was scored and its label as
+known at a given time (a label that arrived later does not exist yet: 0).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, select
 
 from core_model.storage import make_engine, session_factory
 
 from .database import MIGRATIONS
 from .features import FEATURES
 from .models import Label, Transaction
-from .scoring import CUSTOMER_DAYS, TERMINAL_DAYS
+from .scoring import TERMINAL_DAYS
 
 COLUMNS = ["transaction_id", "timestamp", "customer_id", "terminal_id", "amount"]
 
@@ -84,28 +84,6 @@ class TransactionStore:
                 session.execute(insert(Label), labels)
         return len(labels)
 
-    def history(self, *, customer_id: str, terminal_id: str, at: datetime, length: int) -> pd.DataFrame:
-        """The stored rows a transaction of `customer_id` at `terminal_id` at time `at` is scored
-        from (see the module docstring), oldest first; columns COLUMNS, fraud and FEATURES."""
-        with self.Session() as session:
-            customer_time = (Transaction.customer_id == customer_id) & (Transaction.timestamp <= at)
-            last = (
-                select(Transaction.id).where(customer_time)
-                .order_by(Transaction.timestamp.desc(), Transaction.id.desc()).limit(max(0, length - 1))
-            )  # fmt: skip
-            rows = session.scalars(
-                select(Transaction).where(
-                    or_(
-                        customer_time & (Transaction.timestamp > at - timedelta(days=CUSTOMER_DAYS)),
-                        Transaction.id.in_(last),
-                        (Transaction.terminal_id == terminal_id) & (Transaction.timestamp <= at)
-                        & (Transaction.timestamp > at - timedelta(days=TERMINAL_DAYS)),
-                    )
-                ).order_by(Transaction.timestamp, Transaction.id)
-            ).all()  # fmt: skip
-            labels = self._labels_known(session, [r.transaction_id for r in rows], at)
-        return self._frame(rows, labels)
-
     def transactions(
         self, *, since: datetime, until: datetime | None = None, labels_known_at: datetime | None = None
     ) -> pd.DataFrame:
@@ -119,6 +97,33 @@ class TransactionStore:
             rows = session.scalars(query.order_by(Transaction.timestamp, Transaction.id)).all()
             labels = self._labels_known(session, [r.transaction_id for r in rows], labels_known_at)
         return self._frame(rows, labels)
+
+    def recent(self, *, length: int) -> tuple[pd.DataFrame, list[tuple[str, int, datetime]]]:
+        """What a scorer starting now needs: the transactions of the TERMINAL_DAYS days up to the
+        newest stored one and each card's last `length` - 1 (as `transactions` returns them), and
+        every label of them as (transaction_id, fraud, arrived_at)."""
+        with self.Session() as session:
+            newest = session.scalar(select(func.max(Transaction.timestamp)))
+            if newest is None:
+                return self._frame([], {}), []
+            newest_first = (Transaction.timestamp.desc(), Transaction.id.desc())
+            rank = func.row_number().over(partition_by=Transaction.customer_id, order_by=newest_first)
+            ranked = select(Transaction.id, Transaction.timestamp, rank.label("rank")).subquery()
+            wanted = select(ranked.c.id).where(
+                (ranked.c.timestamp >= newest - timedelta(days=TERMINAL_DAYS)) | (ranked.c.rank < length)
+            )
+            rows = session.scalars(
+                select(Transaction)
+                .where(Transaction.id.in_(wanted))
+                .order_by(Transaction.timestamp, Transaction.id)
+            ).all()
+            labels = session.execute(
+                select(Label.transaction_id, Label.fraud, Label.arrived_at)
+                .join(Transaction, Transaction.transaction_id == Label.transaction_id)
+                .where(Transaction.id.in_(wanted))
+            ).all()  # fmt: skip
+        newest_labels = {i: fraud for i, fraud, _ in sorted(labels, key=lambda label: label[2])}
+        return self._frame(rows, newest_labels), [tuple(label) for label in labels]
 
     @staticmethod
     def _frame(rows: list[Transaction], labels: dict[str, int]) -> pd.DataFrame:

@@ -8,11 +8,13 @@ input is a 4xx that names what is wrong and stores nothing, labels keep their ar
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from apps.finance_risk.features import FEATURES
 from apps.finance_risk.model import FraudModel, FraudModelConfig, Scaler, save_fraud_model
@@ -66,6 +68,17 @@ def test_scores_grow_a_card_history_and_the_request_threshold_decides(url):
     assert post(url, "/finance/score", transaction(3), threshold=1.0).json()["decision"] == "pass"
     for reason in second["reasons"]:
         assert reason["feature"] in FEATURES and reason["contribution"] > 0
+    assert [e["transaction_id"] for e in second["events"]] == ["t1"]  # the one earlier event it read
+    assert 0 < second["events"][0]["weight"] < 1
+
+
+def test_concurrent_requests_share_passes_and_one_id_is_scored_once(url):
+    bodies = [transaction(70 + i, customer=f"c7{i}") for i in range(8)] + [
+        transaction(70, customer="c70")
+    ] * 3
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        codes = list(pool.map(lambda body: post(url, "/finance/score", body).status_code, bodies))
+    assert codes.count(200) == 8 and codes.count(409) == 3
 
 
 def test_a_batch_is_scored_in_time_order(url):
@@ -120,8 +133,9 @@ def test_labels_are_stored_with_their_arrival_and_unknown_ids_are_refused(url, s
     ]})  # fmt: skip
     assert refused.status_code == 404 and "nope" in refused.json()["error"]["message"]
     store = TransactionStore(settings.database)
-    known = store.history(customer_id="c6", terminal_id="m1", at=datetime(2018, 9, 6, tzinfo=UTC), length=4)
-    early = store.history(customer_id="c6", terminal_id="m1", at=datetime(2018, 9, 4, tzinfo=UTC), length=4)
+    day = datetime(2018, 9, 1, tzinfo=UTC)
+    known = store.transactions(since=day, labels_known_at=datetime(2018, 9, 6, tzinfo=UTC))
+    early = store.transactions(since=day, labels_known_at=datetime(2018, 9, 4, tzinfo=UTC))
     store.close()
     assert known.set_index("transaction_id").loc["t61", "fraud"] == 1  # the refused batch stored nothing
     assert early.set_index("transaction_id").loc["t61", "fraud"] == 0
@@ -132,5 +146,21 @@ def test_without_a_model_scoring_says_how_to_make_one(checkpoint, tmp_path):
     app = create_app(ServeSettings(model=str(checkpoint)), finance=settings)
     with serving(app) as base:
         response = httpx.post(f"{base}/finance/score", json=transaction(1), timeout=30)
-        assert response.status_code == 503 and "--keep-model" in response.json()["error"]["message"]
+        assert (
+            response.status_code == 503 and "verticals finance train" in response.json()["error"]["message"]
+        )
         assert httpx.get(f"{base}/finance/health").json()["status"] == "no model"
+
+
+def test_a_model_replaced_on_disk_serves_from_the_next_request(checkpoint, tmp_path):
+    model_dir = tmp_path / "model"
+    scaler = Scaler.fit(np.random.default_rng(0).random((100, len(FEATURES))) * 100)
+    save_fraud_model(FraudModel(FraudModelConfig.preset("tiny"), scaler=scaler), model_dir, metrics={})
+    settings = FinanceSettings(database=f"sqlite:///{tmp_path / 'f.db'}", model=str(model_dir))
+    app = create_app(ServeSettings(model=str(checkpoint), api_key=API_KEY), finance=settings)
+    with serving(app) as base:
+        before = post(base, "/finance/score", transaction(1)).json()["model_version"]
+        torch.manual_seed(1)
+        save_fraud_model(FraudModel(FraudModelConfig.preset("tiny"), scaler=scaler), model_dir, metrics={})
+        after = post(base, "/finance/score", transaction(2)).json()
+    assert after["model_version"] != before and after["history"] == 1  # the history stays
