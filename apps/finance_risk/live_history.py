@@ -50,6 +50,10 @@ class Timeline:
     events: list[Event] = field(default_factory=list)
 
     def insert(self, event: Event) -> None:
+        if not self.times or event.time_s >= self.times[-1]:  # the usual case: the newest yet
+            self.times.append(event.time_s)
+            self.events.append(event)
+            return
         at = bisect_right(self.times, event.time_s)
         self.times.insert(at, event.time_s)
         self.events.insert(at, event)
@@ -111,15 +115,15 @@ class LiveHistory:
         if missing.any():
             computed = with_features(frame)
             frame.loc[missing, FEATURES] = computed.loc[missing, FEATURES].to_numpy()
-        events_NF = event_features(frame)
-        times = frame["timestamp"].to_numpy().astype("datetime64[us]").astype(np.int64) / 1e6
-        for i, row in enumerate(
-            frame[["transaction_id", "customer_id", "terminal_id", "amount"]].itertuples()
-        ):
-            event = Event(
-                row.transaction_id, float(times[i]), float(row.amount), tuple(events_NF[i].tolist())
-            )
-            live._insert(event, customer_id=row.customer_id, terminal_id=row.terminal_id)
+        columns = [
+            frame[name].tolist() for name in ("transaction_id", "customer_id", "terminal_id", "amount")
+        ]
+        times = (frame["timestamp"].to_numpy().astype("datetime64[us]").astype(np.int64) / 1e6).tolist()
+        events = [tuple(event_F) for event_F in event_features(frame).tolist()]
+        rows = zip(*columns, times, events, strict=True)
+        for transaction_id, customer_id, terminal_id, amount, time_s, event_F in rows:
+            event = Event(transaction_id, time_s, amount, event_F)
+            live._insert(event, customer_id=customer_id, terminal_id=terminal_id)
         for transaction_id, fraud, arrived_at in labels:
             live.add_label(transaction_id, fraud=fraud, arrived_at=arrived_at)
         return live

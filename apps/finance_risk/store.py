@@ -15,13 +15,13 @@ known at a given time (a label that arrived later does not exist yet: 0).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, insert, select
+from sqlalchemy import Row, func, insert, select
 
 from core_model.storage import make_engine, session_factory
 
@@ -31,6 +31,10 @@ from .models import Label, Transaction
 from .scoring import TERMINAL_DAYS
 
 COLUMNS = ["transaction_id", "timestamp", "customer_id", "terminal_id", "amount"]
+READ = (  # what frames are read from: COLUMNS, then the features and score as scored
+    Transaction.transaction_id, Transaction.timestamp, Transaction.customer_id, Transaction.terminal_id,
+    Transaction.amount, Transaction.features, Transaction.score,
+)  # fmt: skip
 
 
 IN_CHUNK = 900  # ids per IN (...): under every SQLite's limit on variables per statement
@@ -94,7 +98,8 @@ class TransactionStore:
             query = select(Transaction).where(Transaction.timestamp >= since)
             if until is not None:
                 query = query.where(Transaction.timestamp < until)
-            rows = session.scalars(query.order_by(Transaction.timestamp, Transaction.id)).all()
+            query = query.with_only_columns(*READ).order_by(Transaction.timestamp, Transaction.id)
+            rows = session.execute(query).all()
             labels = self._labels_known(session, [r.transaction_id for r in rows], labels_known_at)
         return self._frame(rows, labels)
 
@@ -112,8 +117,8 @@ class TransactionStore:
             wanted = select(ranked.c.id).where(
                 (ranked.c.timestamp >= newest - timedelta(days=TERMINAL_DAYS)) | (ranked.c.rank < length)
             )
-            rows = session.scalars(
-                select(Transaction)
+            rows = session.execute(
+                select(*READ)
                 .where(Transaction.id.in_(wanted))
                 .order_by(Transaction.timestamp, Transaction.id)
             ).all()
@@ -126,11 +131,9 @@ class TransactionStore:
         return self._frame(rows, newest_labels), [tuple(label) for label in labels]
 
     @staticmethod
-    def _frame(rows: list[Transaction], labels: dict[str, int]) -> pd.DataFrame:
-        frame = pd.DataFrame(
-            [[r.transaction_id, r.timestamp, r.customer_id, r.terminal_id, r.amount] for r in rows],
-            columns=COLUMNS,
-        )
+    def _frame(rows: Sequence[Row], labels: dict[str, int]) -> pd.DataFrame:
+        """`rows` of READ as a frame with naive UTC timestamps, `labels` as fraud and labelled."""
+        frame = pd.DataFrame([row[:5] for row in rows], columns=COLUMNS)
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.tz_localize(None)
         known = frame["transaction_id"].map(labels)
         frame["fraud"] = known.fillna(0).astype("int8")
