@@ -1,13 +1,17 @@
 """`FinanceSettings`: what the finance app needs to know, parsed once at the edge (`verticals serve
---finance-...` or a test) and passed down; nothing below reads the environment.
+--finance-...`, `verticals finance ...` or a test) and passed down; nothing below reads the
+environment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_MODEL = ASSETS / "model"  # `verticals finance train` with its defaults (see its README.md)
 DEFAULT_DATABASE = "sqlite:///runs/finance.db"
-DEFAULT_MODEL = "runs/finance/model"  # where `benchmarks/finance_risk.py --keep-model` saves one
+DEFAULT_MODEL = str(SHIPPED_MODEL)
 DEFAULT_THRESHOLD = 0.5
 MAX_BATCH = 1000
 
