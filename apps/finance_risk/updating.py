@@ -112,10 +112,10 @@ def plan_update(
     if days is not None:
         first = max(first, last - timedelta(days=days - 1))
     if first > last:
-        raise UpdateError(
-            f"no newly labelled days: the model learned from the days through {seen}, and labels have "
-            f"arrived through {last}"
+        learned = (
+            f"the model learned from the days through {seen}" if seen else f"transactions start on {first}"
         )
+        raise UpdateError(f"no newly labelled days: {learned}, and labels have arrived through {last}")
     cutoff = min(_midnight(last + timedelta(days=1)) + timedelta(days=DELAY_DAYS), newest)
     return UpdatePlan(first, last, cutoff)
 
