@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         help="replayed transactions per second (default %(default)s)",
     )
     run.add_argument("--no-finance-replay", action="store_true", help="no seeding and no replay of a day")
+    run.add_argument("--finance-model", default=FinanceSettings.model, help="the fraud model (%(default)s)")
+    run.add_argument("--finance-database", default=FinanceSettings.database, help="(default: %(default)s)")
     _add_train_commands(commands)
     cs_commands.add_commands(commands)
     code_commands.add_commands(commands)
@@ -238,8 +240,9 @@ def run_suite(args: argparse.Namespace) -> None:
     replay = None
     if not args.no_finance_replay:
         replay = finance_commands.start_replay(
-            api=api, day=args.finance_day, rate=args.finance_rate, settings=FinanceSettings()
-        )
+            api=api, day=args.finance_day, rate=args.finance_rate,
+            settings=FinanceSettings(database=args.finance_database, model=args.finance_model),
+        )  # fmt: skip
     pages = [
         cs_commands.console_process(api=api, port=args.console_port),
         code_commands.ui_process(api=api, port=args.code_port),
@@ -251,7 +254,8 @@ def run_suite(args: argparse.Namespace) -> None:
     print(f"verticals: medical federation page at http://127.0.0.1:{args.medical_port}")
     print(f"verticals: fraud desk at http://127.0.0.1:{args.finance_port}")
     try:
-        main(["serve", "--port", str(args.port)])
+        main(["serve", "--port", str(args.port), "--finance-model", args.finance_model,
+              "--finance-database", args.finance_database])  # fmt: skip
     finally:
         for process in [*pages, *([replay] if replay else [])]:
             process.terminate()
