@@ -45,7 +45,7 @@ from .service import AlreadyScored, BadPeriod, FinanceService, NoModel
 from .store import UnknownTransactions
 
 
-def get_service(request: Request) -> FinanceService:
+async def get_service(request: Request) -> FinanceService:  # no I/O: no worker thread
     service: FinanceService = request.app.state.finance
     return service
 

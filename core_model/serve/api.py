@@ -74,7 +74,9 @@ _ERRORS: dict[type[ServeError], tuple[int, str]] = {
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def get_context(request: Request) -> ServeContext:
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` one in a worker thread,
+# a hop per dependency per request that costs more than the check itself under load.
+async def get_context(request: Request) -> ServeContext:
     context: ServeContext = request.app.state.serve
     return context
 
@@ -82,7 +84,7 @@ def get_context(request: Request) -> ServeContext:
 ContextDep = Annotated[ServeContext, Depends(get_context)]
 
 
-def require_api_key(ctx: ContextDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(ctx: ContextDep, authorization: Annotated[str | None, Header()] = None) -> None:
     service.check_api_key(authorization, ctx=ctx)
 
 
