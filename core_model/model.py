@@ -66,6 +66,7 @@ class Trunk(nn.Module):
         shape attention themselves; they pass `position_ids` too."""
         B, T, _ = inputs_embeds.shape
         device = inputs_embeds.device
+        mask: torch.Tensor | None
         if attention_mask is not None and attention_mask.dim() == 4:
             if position_ids is None:
                 raise ValueError("a [B, 1, T, T] attention mask needs position_ids")
