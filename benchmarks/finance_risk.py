@@ -7,7 +7,7 @@ same protocol two weeks earlier.
     .venv/bin/python benchmarks/finance_risk.py                     # every section (~15 min)
     .venv/bin/python benchmarks/finance_risk.py --sections baselines,ours --train-days 28
     .venv/bin/python benchmarks/finance_risk.py --sections ours --keep-model runs/finance/model
-    .venv/bin/python benchmarks/finance_risk.py --sections continual  # updated vs frozen (~7 min)
+    .venv/bin/python benchmarks/finance_risk.py --sections continual  # updated vs frozen (~5 min)
     .venv/bin/python benchmarks/finance_risk.py --sections continual --preset tiny --continual-weeks 2
 
 Sections: baselines (logistic regression, gradient-boosted trees), ours (the card's history through

@@ -218,9 +218,9 @@ def protocol_data(
     *, test_start: str, train_days: int = 7, history: int = 16, stop_day: int | None = None
 ) -> ProtocolData:
     """The blocks of the protocol whose test week starts on `test_start` (YYYY-MM-DD), after a
-    `train_days` training block and the label delay, with every earlier row the features and card
-    series of their rows read; the transactions read go on to day `stop_day` (exclusive; default
-    the end of the test block)."""
+    `train_days` training block and the label delay. The transactions are read from 37 days
+    before the validation block (the widest feature window) to day `stop_day` (exclusive; default
+    the end of the test block), and every one gets its features and card series."""
     split = DelayedSplit.starting(test_start, train_days=train_days)
     split = split.shifted(-(train_days + split.delay_days))  # the test block starts at test_start
     validation = split.shifted(-(split.delay_days + split.test_days))
