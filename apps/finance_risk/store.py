@@ -103,6 +103,14 @@ class TransactionStore:
             labels = self._labels_known(session, [r.transaction_id for r in rows], labels_known_at)
         return self._frame(rows, labels)
 
+    def time_range(self) -> tuple[datetime, datetime] | None:
+        """The oldest and newest stored transaction times (aware UTC), None for an empty store."""
+        with self.Session() as session:
+            oldest, newest = session.execute(
+                select(func.min(Transaction.timestamp), func.max(Transaction.timestamp))
+            ).one()
+        return None if oldest is None else (oldest, newest)
+
     def recent(self, *, length: int) -> tuple[pd.DataFrame, list[tuple[str, int, datetime]]]:
         """What a scorer starting now needs: the transactions of the TERMINAL_DAYS days up to the
         newest stored one and each card's last `length` - 1 (as `transactions` returns them), and

@@ -28,8 +28,9 @@ DIR.previous (the version before; an older .previous is removed) and the tempora
 a reader finds the old model or the new one whole, never a mix (for the instant between the two
 renames, none). config.json keeps the training `metrics` and gains one `updates` entry per update.
 
-Not the HTTP API (a running `verticals serve` keeps the model it loaded: restart it to serve the
-update) and not the training loop (`training.fine_tune`).
+Not the HTTP API (a running `verticals serve` loads the replaced model before its next scoring
+pass, keeping its history; for the instant between the renames it keeps the model it had) and not
+the training loop (`training.fine_tune`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
 
 from .features import DELAY_DAYS
 from .model import CARD, WEIGHTS, FraudModel, load_fraud_model, save_fraud_model
-from .models import Transaction
 from .scoring import TERMINAL_DAYS, model_inputs
 from .store import TransactionStore
 from .training import FINE_TUNING, Examples, TrainingConfig, evaluation_loss, fine_tune
@@ -120,15 +119,6 @@ def plan_update(
     return UpdatePlan(first, last, cutoff)
 
 
-def stored_range(store: TransactionStore) -> tuple[datetime, datetime] | None:
-    """The oldest and newest stored transaction times (aware UTC), None for an empty store."""
-    with store.Session() as session:
-        oldest, newest = session.execute(
-            select(func.min(Transaction.timestamp), func.max(Transaction.timestamp))
-        ).one()
-    return None if oldest is None else (oldest, newest)
-
-
 def update_rows(store: TransactionStore, plan: UpdatePlan) -> tuple[pd.DataFrame, np.ndarray]:
     """The stored transactions from CONTEXT_DAYS before `plan.first_day` through its last day, with
     labels as known at the cutoff, and the positions of those to fine-tune on (the plan's days)."""
@@ -153,7 +143,7 @@ def update_model(
     """Fine-tunes the model in `model_dir` on the newly labelled days of `store` and saves it in
     its place (module docstring); returns the `updates` entry recorded in its card."""
     model, card = load_fraud_model(require_model(model_dir))
-    if (stored := stored_range(store)) is None:
+    if (stored := store.time_range()) is None:
         raise UpdateError("no transactions in the database: nothing is labelled yet")
     plan = plan_update(card, oldest=stored[0], newest=stored[1], through=through, days=days)
     frame, tuned = update_rows(store, plan)

@@ -14,7 +14,7 @@ from apps.cli import main
 from apps.finance_risk.features import FEATURES
 from apps.finance_risk.model import FraudModel, FraudModelConfig, Scaler, load_fraud_model, save_fraud_model
 from apps.finance_risk.store import TransactionStore
-from apps.finance_risk.updating import UpdateError, plan_update, stored_range, update_rows
+from apps.finance_risk.updating import UpdateError, plan_update, update_rows
 
 T0 = datetime(2018, 9, 1, tzinfo=UTC)  # 20 days of 6 transactions: 2018-09-01..20, the last at 17:00
 DAYS = 20
@@ -53,7 +53,7 @@ def model_dir(tmp_path):
 
 def test_an_update_reads_no_label_that_arrived_after_its_cutoff(url):
     store = TransactionStore(url)
-    oldest, newest = stored_range(store)
+    oldest, newest = store.time_range()
     plan = plan_update({}, oldest=oldest, newest=newest, through=date(2018, 9, 12), days=None)
     assert (plan.first_day, plan.last_day) == (date(2018, 9, 1), date(2018, 9, 12))
     assert plan.labels_known_at == datetime(2018, 9, 20, tzinfo=UTC)  # the end of 09-12, plus 7 days
@@ -68,7 +68,7 @@ def test_an_update_reads_no_label_that_arrived_after_its_cutoff(url):
 
 def test_an_update_starts_after_the_days_the_model_learned_and_refuses_unlabelled_days(url):
     store = TransactionStore(url)
-    oldest, newest = stored_range(store)
+    oldest, newest = store.time_range()
     store.close()
     card = {"updates": [{"first_day": "2018-09-01", "last_day": "2018-09-05"}]}
     plan = plan_update(card, oldest=oldest, newest=newest, through=None, days=None)
