@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from datetime import date
 from pathlib import Path
@@ -253,6 +254,8 @@ def run_suite(args: argparse.Namespace) -> None:
     print(f"verticals: code assist at http://127.0.0.1:{args.code_port}; editors: {api}/code")
     print(f"verticals: medical federation page at http://127.0.0.1:{args.medical_port}")
     print(f"verticals: fraud desk at http://127.0.0.1:{args.finance_port}")
+    # uvicorn stops on SIGTERM, then raises it again: exiting then runs the `finally` that stops the pages
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         main(["serve", "--port", str(args.port), "--finance-model", args.finance_model,
               "--finance-database", args.finance_database])  # fmt: skip
