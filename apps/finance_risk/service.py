@@ -245,7 +245,7 @@ class FinanceService:
         """The day's alert queue: its top-k cards by their riskiest transaction's score, each with
         its scored transactions of the day (reasons and newest label)."""
         threshold = self.settings.threshold if threshold is None else threshold
-        frame = self.store.activity(**day_span(day, day))
+        frame = self.store.activity(**day_span(day, day), detail=True)
         queue = alert_queue(frame, k=k)
         rows = frame.loc[[i for positions in queue["transactions"] for i in positions]]
         reasons = self.store.reasons(rows["transaction_id"])

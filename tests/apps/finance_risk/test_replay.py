@@ -58,7 +58,7 @@ def test_seeding_stores_the_days_before_with_late_labels_and_a_scored_week(
     assert (report.stored, report.scored) == (SEED_DAYS * CARDS, SCORED_DAYS * CARDS)
     assert seeded(store, day=DAY) and not seeded(store, day=DAY + timedelta(days=1))
     since = pd.Timestamp(DAY - timedelta(days=SEED_DAYS), tz="UTC").to_pydatetime()
-    stored = store.activity(since=since, until=pd.Timestamp(DAY, tz="UTC").to_pydatetime())
+    stored = store.activity(since=since, until=pd.Timestamp(DAY, tz="UTC").to_pydatetime(), detail=True)
     assert len(stored) == SEED_DAYS * CARDS  # nothing of DAY itself, nothing older than 37 days
     scored_from = pd.Timestamp(DAY - timedelta(days=SCORED_DAYS), tz="UTC")
     assert (stored["score"].notna() == (stored["timestamp"] >= scored_from)).all()

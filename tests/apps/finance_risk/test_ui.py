@@ -53,6 +53,6 @@ def test_the_desk_shows_the_queue_and_confirm_fraud_stores_the_label(desk_ui_url
 
     store = TransactionStore(desk_settings.database)
     day = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
-    stored = store.activity(since=day, until=day.replace(day=21)).set_index("transaction_id")
+    stored = store.activity(since=day, until=day.replace(day=21), detail=True).set_index("transaction_id")
     store.close()
     assert stored.loc[riskiest, "fraud"] == 1 and stored.loc[riskiest, "label_source"] == "analyst"
