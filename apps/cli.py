@@ -234,16 +234,10 @@ def run_server(args: argparse.Namespace) -> None:
 
 
 def run_suite(args: argparse.Namespace) -> None:
-    """`make run`: the fraud desk's store seeded for its replay (it must precede the API, which
-    reads its recent history at start), the Streamlit pages and the replay in subprocesses, the API
-    in this one."""
+    """`make run`: the Streamlit pages in subprocesses; the fraud desk's store seeded for its replay
+    (before the API, which reads its recent history at start) and the replay in a subprocess; the
+    API in this one."""
     api = f"http://127.0.0.1:{args.port}"
-    replay = None
-    if not args.no_finance_replay:
-        replay = finance_commands.start_replay(
-            api=api, day=args.finance_day, rate=args.finance_rate,
-            settings=FinanceSettings(database=args.finance_database, model=args.finance_model),
-        )  # fmt: skip
     pages = [
         cs_commands.console_process(api=api, port=args.console_port),
         code_commands.ui_process(api=api, port=args.code_port),
@@ -256,7 +250,13 @@ def run_suite(args: argparse.Namespace) -> None:
     print(f"verticals: fraud desk at http://127.0.0.1:{args.finance_port}")
     # uvicorn stops on SIGTERM, then raises it again: exiting then runs the `finally` that stops the pages
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    replay = None
     try:
+        if not args.no_finance_replay:  # the pages wait for the API meanwhile
+            replay = finance_commands.start_replay(
+                api=api, day=args.finance_day, rate=args.finance_rate,
+                settings=FinanceSettings(database=args.finance_database, model=args.finance_model),
+            )  # fmt: skip
         main(["serve", "--port", str(args.port), "--finance-model", args.finance_model,
               "--finance-database", args.finance_database])  # fmt: skip
     finally:
