@@ -1,6 +1,7 @@
 """Servers on loopback for tests that talk HTTP the way clients do: a FastAPI app under a real
 uvicorn in a background thread (`serving`), or a whole command (the suite, a Streamlit page) in a
-subprocess on a free port, waited for on its health route (`free_port`, `start`, `stop`).
+subprocess on a free port, waited for on its health route (`free_port`, `start`, `stop`), or a
+Streamlit page (`streamlit_page`).
 
 It starts servers and nothing else: which app or command to run is the conftest's business.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -78,3 +80,21 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def streamlit_page(script: Path, *, args: list[str], log: Path, timeout_s: float = 60) -> Iterator[str]:
+    """`streamlit run SCRIPT -- ARGS` headless on a free loopback port; yields its URL once its
+    health route answers, stops it after."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", *args,
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    page = start(command, health=f"{url}/_stcore/health", log=log, timeout_s=timeout_s)
+    try:
+        yield url
+    finally:
+        stop(page)

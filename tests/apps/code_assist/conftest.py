@@ -8,7 +8,6 @@ Streamlit page (`ui.py`) pointed at it, in a subprocess on a free port.
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from apps.code_assist.repository_index import RepositoryIndex
 from apps.code_assist.settings import CodeAssistSettings
 from apps.suite import create_app
 from core_model.serve import ServeSettings
-from tests.loopback import ROOT, free_port, serving, start, stop
+from tests.loopback import ROOT, serving, streamlit_page
 
 API_KEY = "test-key"
 UI_SCRIPT = ROOT / "apps" / "code_assist" / "ui.py"
@@ -79,20 +78,9 @@ def suite(code_settings) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def ui_url(suite, tmp_path_factory) -> Iterator[str]:
     """The code-assist page (`streamlit run ui.py -- --api SUITE --api-key KEY`) on a free port."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-        "--", "--api", suite, "--api-key", API_KEY,
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("code_ui") / "ui.log"
-    page = start(command, health=f"{url}/_stcore/health", log=log, timeout_s=UI_START_S)
-    try:
+    with streamlit_page(UI_SCRIPT, args=["--api", suite, "--api-key", API_KEY], log=log) as url:
         yield url
-    finally:
-        stop(page)
 
 
 def write_report(folder: Path, *, pass_at_1: float = 0.0) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback import free_port, start, stop
+from tests.loopback import free_port, start, stop, streamlit_page
 
 ROOT = Path(__file__).resolve().parents[3]
 UI_SCRIPT = ROOT / "apps" / "customer_service" / "ui.py"
@@ -50,18 +50,6 @@ def suite_url(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def console_url(suite_url, tmp_path_factory) -> Iterator[str]:
     """The Streamlit console (`streamlit run ui.py -- --api SUITE`) on a free port."""
-    directory = tmp_path_factory.mktemp("console")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", "--api", suite_url,
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    console = start(
-        command, health=f"{url}/_stcore/health", log=directory / "console.log", timeout_s=CONSOLE_START_S
-    )
-    try:
+    log = tmp_path_factory.mktemp("console") / "console.log"
+    with streamlit_page(UI_SCRIPT, args=["--api", suite_url], log=log, timeout_s=CONSOLE_START_S) as url:
         yield url
-    finally:
-        stop(console)

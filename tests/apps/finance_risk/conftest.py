@@ -9,7 +9,6 @@ its own days, so none sees another's transactions.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from apps.finance_risk.model import FraudModel, FraudModelConfig, Scaler, save_f
 from apps.finance_risk.settings import FinanceSettings
 from apps.suite import create_app
 from core_model.serve import ServeSettings
-from tests.loopback import ROOT, free_port, serving, start, stop
+from tests.loopback import ROOT, serving, streamlit_page
 
 DESK_KEY = "desk-key"
 DESK_HEADERS = {"Authorization": f"Bearer {DESK_KEY}"}
@@ -53,17 +52,6 @@ def desk_url(checkpoint, desk_settings) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def desk_ui_url(desk_url, tmp_path_factory) -> Iterator[str]:
     """The dashboard (`streamlit run ui.py -- --api DESK --refresh 0`) on a free port."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(DESK_UI),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-        "--", "--api", desk_url, "--api-key", DESK_KEY, "--refresh", "0",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("desk_ui") / "ui.log"
-    page = start(command, health=f"{url}/_stcore/health", log=log, timeout_s=60)
-    try:
+    args = ["--api", desk_url, "--api-key", DESK_KEY, "--refresh", "0"]
+    with streamlit_page(DESK_UI, args=args, log=tmp_path_factory.mktemp("desk_ui") / "ui.log") as url:
         yield url
-    finally:
-        stop(page)

@@ -7,7 +7,6 @@ in a temporary folder; and the site page (`ui.py`) pointed at it, in a subproces
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from core_model.datasets import dataset_dir
 from core_model.serve import ServeSettings
 from core_model.tagging import read_tagged
 from core_model.train.adapters import AdapterTrainingConfig, train_adapter
-from tests.loopback import ROOT, free_port, serving, start, stop
+from tests.loopback import ROOT, serving, streamlit_page
 
 API_KEY = "test-key"
 UI_SCRIPT = ROOT / "apps" / "medical" / "ui.py"
@@ -75,18 +74,6 @@ def ui_url(suite, tmp_path_factory) -> Iterator[str]:
     site = write_site(
         tmp_path_factory.mktemp("site") / "north", split_corpus(ncbi("train", 40), ["north"])["north"]
     )
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-        "--", "--api", suite, "--api-key", API_KEY, "--data", str(site),
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    page = start(
-        command, health=f"{url}/_stcore/health", log=tmp_path_factory.mktemp("ui") / "ui.log", timeout_s=60
-    )
-    try:
+    args = ["--api", suite, "--api-key", API_KEY, "--data", str(site)]
+    with streamlit_page(UI_SCRIPT, args=args, log=tmp_path_factory.mktemp("ui") / "ui.log") as url:
         yield url
-    finally:
-        stop(page)
