@@ -32,7 +32,7 @@ from .sequences import EVENT_FEATURES, event_features
 DAY_S = 86_400.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """A scored transaction as the scorer remembers it; `event_F` is its EVENT_FEATURES."""
 

@@ -19,6 +19,7 @@ next batch. No HTTP here (`api.py`), no SQL (`store.py`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import threading
@@ -96,6 +97,9 @@ class FinanceService:
         if self.live is None or self.live.length != model.config.history:
             started = time.perf_counter()
             live = LiveHistory.load(self.store, length=model.config.history)
+            # NOTE: hundreds of thousands of long-lived events: left to the garbage collector, each
+            # of its full passes walks them all and stalls scoring for hundreds of milliseconds.
+            gc.freeze()
             log.info(
                 "recent history of %d cards loaded in %.1f s", len(live.cards), time.perf_counter() - started
             )
