@@ -132,7 +132,7 @@ def render_card(args: argparse.Namespace, card: dict[str, Any]) -> None:
     riskiest = card["transactions"][0]
     tid = riskiest["transaction_id"]
     with st.container(border=True, key=f"card-{card['customer_id']}"):
-        head, confirm, dismiss = st.columns([6, 1, 1], vertical_alignment="center")
+        head, confirm, dismiss = st.columns([5, 1.6, 1.1], vertical_alignment="center")
         flag = ":red[**alert**]" if card["alert"] else "below the threshold"
         head.markdown(
             f"**#{card['rank']} · card {card['customer_id']}** · score **{card['score']:.3f}** · {flag} · "
@@ -152,16 +152,16 @@ def render_card(args: argparse.Namespace, card: dict[str, Any]) -> None:
              "label": label_text(t["label"])}
             for t in card["transactions"]
         ])  # fmt: skip
-        left, middle, right = st.columns(3)
-        left.caption("The card's scored transactions of the day")
-        left.dataframe(transactions, hide_index=True, width="stretch")
+        st.caption("The card's scored transactions of the day")
+        st.dataframe(transactions, hide_index=True, width="stretch")
+        middle, right = st.columns(2)  # two tables side by side: three would cut their columns
         reasons = riskiest["reasons"]
         if reasons is None:
             middle.caption("No reasons recorded: scored offline when the store was seeded.")
             return
         features = pd.DataFrame(reasons.get("features", []), columns=["feature", "value", "contribution"])
         middle.caption("Why: the score minus the score with the feature at its training mean")
-        middle.dataframe(features.round(4), hide_index=True, width="stretch")
+        middle.dataframe(features.round(3), hide_index=True, width="stretch")
         if events := reasons.get("events"):
             right.caption("The card's earlier transactions the attention weighed most")
             shown = pd.DataFrame([
