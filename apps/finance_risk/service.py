@@ -70,6 +70,7 @@ class FinanceService:
         self.live: LiveHistory | None = None
         self._stamp: tuple[int, ...] | None = None  # the weights file the model was loaded from
         self._live_lock = threading.Lock()  # the scoring thread and label posts both change it
+        self._model_lock = threading.Lock()  # the scoring thread and health both (re)load the model
         self._load_model()
         self._batcher = MicroBatcher(
             self._score_requests, max_batch=MAX_REQUESTS_PER_PASS, name="finance-score"
@@ -81,6 +82,10 @@ class FinanceService:
 
     def _load_model(self) -> None:
         """Loads the model when its weights changed on disk since the last load (or never were)."""
+        with self._model_lock:
+            self._load_model_unlocked()
+
+    def _load_model_unlocked(self) -> None:
         weights = Path(self.settings.model) / WEIGHTS
         try:
             stat = weights.stat()
