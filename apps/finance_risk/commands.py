@@ -1,6 +1,6 @@
 """`verticals finance ...`: the finance-risk commands (the `verticals` command adds them).
 
-    verticals finance train                                 # the shipped model's recipe (~5 min on 2 cores)
+    verticals finance train                       # the shipped model's recipe, into runs/finance/model
     verticals finance train --preset tiny --epochs 1 --out /tmp/fraud   # a quick CPU run (~1 min)
     verticals finance update --model runs/finance/model --database sqlite:///runs/finance.db
     verticals finance update --model runs/finance/model --through 2018-09-16 --days 7 --epochs 2
@@ -56,7 +56,10 @@ def _add_model_commands(kinds: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--epochs", type=int, default=6, help="at most this many, chosen on the weeks before (%(default)s)"
     )
-    train.add_argument("--out", type=Path, default=Path(FinanceSettings.model), help="(default: %(default)s)")
+    train.add_argument(
+        "--out", type=Path, default=Path("runs/finance/model"),
+        help="(default: %(default)s; the shipped model is not overwritten unless named)",
+    )  # fmt: skip
     train.add_argument("--no-progress", action="store_true")
 
     update = kinds.add_parser("update", help="fine-tune a saved fraud model on newly labelled days")
