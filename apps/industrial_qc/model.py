@@ -1,0 +1,188 @@
+"""The inspection model: image patches through the suite's MoE trunk, read as a bidirectional
+encoder, with a defect-class head and a per-patch localisation head.
+
+    model = QCModel(QCModelConfig.preset("small"))
+    class_logits_BC, patch_logits_BPL = model(images_BCSS)         # images in [0, 1]
+    save_qc_model(model, "runs/qc/model", class_names=names, metrics={"accuracy": 0.99})
+    model, card = load_qc_model("runs/qc/model")                   # card: config.json as a dict
+
+Images enter through `PatchEmbedder` (a strided convolution and 2-D learned positions), the trunk
+runs with `causal=False` so every patch reads every other, and two heads read its states:
+`SequenceClassificationHead` (mean over patches) gives the image's defect class, and
+`TokenClassificationHead` gives each patch background-or-class logits, which `detection.py`
+turns into boxes and a heat map. Box decoding stays outside the model, and `forward` has no
+data-dependent Python control flow, so the model can be exported to ONNX as it is.
+
+It is not the training loop, the dataset or the CNN baseline (`baseline.py`), and holds no
+pretrained weights: the trunk is fresh (`Trunk.init_weights`).
+Legend: B batch, S image side (pixels), P patches (grid * grid, row-major), D hidden size,
+C defect classes, L patch labels (C + 1: background first, then the classes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core_model.config import MoEConfig
+from core_model.embedders import PatchEmbedder
+from core_model.heads import SequenceClassificationHead, TokenClassificationHead
+from core_model.model import Trunk
+
+
+@dataclass(frozen=True)
+class QCModelConfig:
+    image_size: int = 192  # S: images are resized to S x S before the model (NEU-DET: 200 -> 192)
+    patch_size: int = 16  # pixels a side; also the cell of the localisation map
+    hidden_size: int = 160
+    layers: int = 6
+    heads: int = 4
+    experts: int = 8  # routed experts of each MoE layer (the first layer is dense)
+    experts_per_patch: int = 2
+    num_classes: int = 6  # C defect classes (NEU-DET has 6)
+    dropout: float = 0.1
+    # Pixels arrive in [0, 1]; the model standardises them itself, so a served (or ONNX) model
+    # takes the image as decoded. NEU-DET's grey levels: mean 0.49, std 0.20 (a tenth of the images).
+    pixel_mean: float = 0.49
+    pixel_std: float = 0.20
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+
+    @classmethod
+    def preset(cls, name: str) -> QCModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown QC model preset {name!r}; presets: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+    @property
+    def grid(self) -> int:
+        """Patches a side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+    def trunk_config(self) -> MoEConfig:
+        config = MoEConfig.preset("tiny")
+        head_dim = self.hidden_size // self.heads
+        D = self.hidden_size
+        return replace(
+            config, vocab_size=1, hidden_size=D, intermediate_size=2 * D, moe_intermediate_size=D // 2,
+            num_hidden_layers=self.layers, num_attention_heads=self.heads, q_lora_rank=D // 2,
+            kv_lora_rank=D // 2, qk_nope_head_dim=head_dim, qk_rope_head_dim=max(2, head_dim // 2),
+            v_head_dim=head_dim, n_routed_experts=self.experts, num_experts_per_tok=self.experts_per_patch,
+            n_group=1, topk_group=1, max_position_embeddings=self.num_patches,
+        )  # fmt: skip
+
+
+PRESETS = {
+    # The fast tests: 32-px images, a 4 x 4 grid of 8-px patches, 29 k parameters.
+    "tiny": QCModelConfig(image_size=32, patch_size=8, hidden_size=32, layers=2, heads=2, experts=4),
+    # The real one: 2.6 M parameters. NEU-DET images are 200 px; 192 px with 16-px patches gives
+    # a 12 x 12 grid (144 tokens), so attention stays cheap on a 2-core CPU (a batch of 32:
+    # forward about 0.2 s, a training step about 0.6 s, an epoch of the 1,440 training images
+    # about 30 s). A 16-px cell is the coarse end for NEU's boxes (shorter side: median 43 px,
+    # inclusions and scratches about 20 px, so a box rounded out to whole cells can fall under
+    # IoU 0.5); 8-px patches (576 tokens) would fit them better at 4-6x the time.
+    "small": QCModelConfig(),
+}
+
+
+class QCModel(nn.Module):
+    """Images [B, 3, S, S] in [0, 1] -> (class logits [B, C], patch logits [B, P, C + 1])."""
+
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
+    def __init__(self, config: QCModelConfig):
+        super().__init__()
+        self.config = config
+        D = config.hidden_size
+        self.embedder = PatchEmbedder(hidden_size=D, patch_size=config.patch_size, max_grid=config.grid)
+        self.trunk = Trunk(config.trunk_config())  # its 1-token embedding table is never read
+        self.trunk.init_weights()
+        self.classifier = SequenceClassificationHead(
+            hidden_size=D, num_labels=config.num_classes, pooling="mean", dropout=config.dropout
+        )
+        self.localiser = TokenClassificationHead(
+            hidden_size=D, num_labels=config.num_classes + 1, dropout=config.dropout, bidirectional=True
+        )
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std), persistent=False)
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_image_size(images_BCSS, self.config)
+        x_BCSS = (images_BCSS - self.pixel_mean) / self.pixel_std
+        tokens_BPD, _ = self.embedder(x_BCSS)
+        hidden_BPD = self.trunk(tokens_BPD, causal=False)
+        return self.classifier(hidden_BPD), self.localiser(hidden_BPD)
+
+
+def check_image_size(images_BCSS: torch.Tensor, config: QCModelConfig) -> None:
+    """A ValueError unless images are [B, 3, S, S] with the configured S (a shape check only,
+    so it stays a constant under ONNX tracing)."""
+    S = config.image_size
+    if images_BCSS.dim() != 4 or tuple(images_BCSS.shape[1:]) != (3, S, S):
+        raise ValueError(
+            f"images must be [B, 3, {S}, {S}] (image_size={S}; resize them first); "
+            f"got shape {tuple(images_BCSS.shape)}"
+        )
+
+
+WEIGHTS, CARD = "model.safetensors", "config.json"
+
+
+def save_qc_model(
+    model: QCModel, directory: str | Path, *, class_names: list[str], metrics: dict[str, Any] | None = None
+) -> Path:
+    """`directory`/model.safetensors and config.json (the model's shape, its class names in
+    logit order, and `metrics`)."""
+    if len(class_names) != model.config.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model of {model.config.num_classes} classes")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / WEIGHTS))
+    card = {"model": model.to_config(), "class_names": list(class_names), "metrics": metrics or {}}
+    (directory / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return directory
+
+
+def load_qc_model(directory: str | Path) -> tuple[QCModel, dict[str, Any]]:
+    """The model saved in `directory` (eval mode) and its card, or a ValueError saying why the
+    folder is not a QC model."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file() or not (directory / CARD).is_file():
+        raise ValueError(f"{directory}: not a QC model (needs {WEIGHTS} and {CARD})")
+    card = json.loads((directory / CARD).read_text())
+    if not isinstance(card.get("model"), dict) or not isinstance(card.get("class_names"), list):
+        raise ValueError(f"{directory / CARD}: not a QC model card (needs 'model' and 'class_names')")
+    known = {f.name for f in fields(QCModelConfig)}
+    config = QCModelConfig(**{k: v for k, v in card["model"].items() if k in known})
+    if len(card["class_names"]) != config.num_classes:
+        raise ValueError(
+            f"{directory / CARD}: {len(card['class_names'])} class names, {config.num_classes} classes"
+        )
+    model = QCModel(config)
+    model.load_state_dict(load_file(str(directory / WEIGHTS)))
+    return model.eval(), card
