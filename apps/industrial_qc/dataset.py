@@ -45,7 +45,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from core_model.datasets import dataset_dir
@@ -154,8 +154,7 @@ def read_voc_xml(path: str | Path, *, images: str | Path) -> ImageRecord:
     try:
         tree = ET.parse(path)
     except ET.ParseError as error:
-        line, column = error.position
-        raise DatasetError(f"{path}, line {line}: malformed XML ({error})") from None
+        raise DatasetError(f"{path}, line {error.position[0]}: malformed XML ({error})") from None
     annotation = tree.getroot()
     image_path = _image_for(path, annotation, images)
     width, height = _size_of(path, annotation, image_path)
@@ -271,7 +270,7 @@ def _header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except (OSError, UnidentifiedImageError) as error:
+    except (OSError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
         raise DatasetError(f"{path}: not an image: {error}") from None
 
 
@@ -327,12 +326,18 @@ def load_record(record: ImageRecord, *, size: int) -> tuple[torch.Tensor, list[B
 
 
 def _decode(source: str | Path | bytes) -> Image.Image:
+    """A Pillow image in mode RGB, or F (one channel, floats in [0, 1]) for 16-bit and float images,
+    which RGB would clip to white."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise DatasetError(f"{name}: no such file")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()  # decode now, so that a truncated file fails here
+            if image.mode.startswith("I"):  # I;16 and I from 16-bit cameras: 0..65535
+                return Image.fromarray(np.asarray(image, dtype=np.float32).clip(0, 65535) / 65535)
+            if image.mode == "F":
+                return Image.fromarray(np.asarray(image, dtype=np.float32).clip(0, 1))
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise DatasetError(f"{name}: not an image: {error}") from None
@@ -342,6 +347,9 @@ def _to_tensor(rgb: Image.Image, *, size: int | None) -> torch.Tensor:
     # one resize for training and serving alike (Pillow's bilinear filter, antialiased when shrinking)
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    if rgb.mode == "F":
+        grey_HW = torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).clamp_(0, 1)
+        return grey_HW.expand(3, -1, -1).contiguous()
     pixels_HWC = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy())
     return pixels_HWC.permute(2, 0, 1).float().div_(255.0)
 

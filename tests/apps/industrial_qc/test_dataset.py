@@ -7,6 +7,7 @@ detected layout, errors that name the file, and pixels as tensors.
 import csv
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -94,6 +95,10 @@ def test_neu_splits_boxes_and_classes_match_its_csv_files(neu):
     assert [len(read_neu_det(split=s)) for s in ("train", "val", "test")] == [1440, 180, 180]
 
 
+def test_neu_is_detected_as_voc():
+    assert detect_layout(dataset_dir("neu_det")) == "voc"
+
+
 def test_neu_boxes_are_zero_based_and_inside_the_image(neu):
     record = next(r for r in neu if r.path.name == "crazing_1.jpg")  # VOC 2, 2, 193, 194
     assert record.boxes == (Box("crazing", 1.0, 1.0, 193.0, 194.0),)
@@ -126,6 +131,16 @@ def test_voc_xml_may_sit_next_to_its_image(tmp_path):
     assert detect_layout(tmp_path) == "voc"
     (record,) = read_folder(tmp_path)  # <filename> is absent: found by the XML's own name
     assert record.path == tmp_path / "part.png" and record.label == "dent"
+
+
+def test_without_a_size_in_the_xml_the_images_header_gives_it(tmp_path):
+    write_png(tmp_path / "part.png", width=50, height=60)
+    (tmp_path / "part.xml").write_text(
+        "<annotation><object><name>dent</name><bndbox><xmin>1</xmin>"
+        "<ymin>1</ymin><xmax>50</xmax><ymax>60</ymax></bndbox></object></annotation>"
+    )
+    (record,) = read_voc(tmp_path)
+    assert (record.width, record.height) == (50, 60) and record.boxes == (Box("dent", 0.0, 0.0, 50.0, 60.0),)
 
 
 def test_malformed_xml_names_the_file_and_line(voc):
@@ -249,3 +264,12 @@ def test_collate_keeps_each_images_own_box_count(voc):
 def test_a_class_outside_the_list_is_named(voc):
     with pytest.raises(DatasetError, match=r"a\.png: class 'scratch' is not one of"):
         InspectionDataset(read_voc(voc), classes=[GOOD, "patch"], size=32)
+
+
+def test_a_16_bit_image_keeps_its_grey_levels():
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(buffer, format="PNG")
+    image_3HW = load_image(buffer.getvalue(), size=4)
+    assert image_3HW.shape == (3, 4, 4) and torch.allclose(
+        image_3HW, torch.full_like(image_3HW, 0.5), atol=1e-4
+    )
