@@ -1,0 +1,65 @@
+"""The CNN baseline: the same two outputs as the QC model at the same grid, no more parameters,
+the same image-size check, and it learns the synthetic task and trains on real NEU images.
+
+.venv/bin/python -m pytest -q tests/apps/industrial_qc/test_baseline.py
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from apps.industrial_qc.baseline import CNNBaseline
+from apps.industrial_qc.model import QCModel, QCModelConfig
+
+from .test_model import CONFIG, neu_batch, one_training_step, train_on_synthetic
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_same_outputs_as_the_qc_model_and_no_more_parameters(preset):
+    config = QCModelConfig.preset(preset)
+    baseline, model = CNNBaseline(config).eval(), QCModel(config).eval()
+    images = torch.rand(2, 3, config.image_size, config.image_size)
+    with torch.no_grad():
+        shapes = [tuple(t.shape) for t in baseline(images)]
+        assert shapes == [tuple(t.shape) for t in model(images)]
+    assert shapes == [(2, config.num_classes), (2, config.num_patches, config.num_classes + 1)]
+    assert baseline.num_parameters() <= model.num_parameters()
+
+
+def test_cells_are_row_major_like_patches():
+    # Cell p = r * G + c of the output is the localiser's map at row r, column c.
+    baseline = CNNBaseline(CONFIG).eval()
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        cell_logits_BPL = baseline(images)[1]
+        map_BLGG = baseline.localiser(baseline.features((images - CONFIG.pixel_mean) / CONFIG.pixel_std))
+    G = CONFIG.grid
+    assert torch.allclose(cell_logits_BPL[0, 1 * G + 3], map_BLGG[0, :, 1, 3])
+    assert torch.allclose(cell_logits_BPL[0, 3 * G + 0], map_BLGG[0, :, 3, 0])
+
+
+def test_only_the_configured_image_size_is_accepted():
+    with pytest.raises(ValueError, match=r"images must be \[B, 3, 32, 32\]"):
+        CNNBaseline(CONFIG)(torch.rand(2, 3, 64, 64))
+
+
+def test_a_patch_size_that_is_not_a_power_of_two_is_refused():
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        CNNBaseline(replace(CONFIG, image_size=36, patch_size=12))
+
+
+def test_a_tiny_baseline_learns_what_and_where():
+    torch.manual_seed(0)
+    scores = train_on_synthetic(CNNBaseline(replace(CONFIG, num_classes=2)), steps=60)
+    assert scores["accuracy"] > 0.9, scores
+    assert scores["object_patches"] > 0.75, scores
+    assert scores["background_patches"] > 0.95, scores
+
+
+def test_one_training_step_on_real_neu_images_at_the_small_preset():
+    config = QCModelConfig.preset("small")
+    images, labels, targets = neu_batch(config)
+    loss = one_training_step(CNNBaseline(config), images, labels, targets)
+    assert np.isfinite(loss) and loss > 0

@@ -1,0 +1,163 @@
+"""Detection helpers on hand-made inputs: patch targets from boxes, boxes from patch scores, NMS,
+IoU, VOC mAP, heat maps and the classification metrics.
+
+.venv/bin/python -m pytest -q tests/apps/industrial_qc/test_detection.py
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from apps.industrial_qc.detection import (
+    Boxes,
+    accuracy,
+    average_precision,
+    box_iou,
+    boxes_from_patches,
+    heat_maps,
+    mean_average_precision,
+    nms,
+    patch_targets,
+    per_class_recall,
+    resize_boxes,
+)
+
+
+def test_a_patch_takes_the_class_of_the_box_covering_most_of_it():
+    # 4 x 4 grid of 8-px patches on a 32-px image. Box of class 2 (label 3) over patches (0,0)
+    # and (0,1) fully and (1, 0..1) for a quarter; a class-0 box over (2..3, 2..3) fully.
+    targets_P = patch_targets([[0, 0, 16, 10], [16, 16, 32, 32]], [2, 0], image_size=32, patch_size=8)
+    expected_GG = torch.tensor([[3, 3, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
+    assert torch.equal(targets_P, expected_GG.reshape(-1))
+
+
+def test_overlapping_boxes_the_larger_cover_wins():
+    # Both boxes reach patch (0, 0); class 1 covers 3/4 of it, class 4 all of it.
+    targets_P = patch_targets([[2, 0, 8, 8], [0, 0, 8, 8]], [1, 4], image_size=16, patch_size=8)
+    assert targets_P.tolist() == [5, 0, 0, 0]
+
+
+def test_a_thin_box_still_marks_the_patches_it_covers_most():
+    # 6 px wide, straddling the two patch columns (3 px in each): under half of any patch.
+    targets_P = patch_targets([[5, 0, 11, 16]], [0], image_size=16, patch_size=8)
+    assert targets_P.tolist() == [1, 1, 1, 1]
+
+
+def test_no_boxes_is_all_background():
+    assert patch_targets(np.zeros((0, 4)), [], image_size=16, patch_size=8).tolist() == [0] * 4
+
+
+def test_resize_boxes_scales_each_axis():
+    assert resize_boxes([[20, 10, 200, 100]], from_size=(200, 100), to_size=50).tolist() == [[5, 5, 50, 50]]
+
+
+def probs_with(cells: dict[tuple[int, int, int], float], *, grid: int, labels: int) -> torch.Tensor:
+    """[P, L] probabilities: background everywhere except the given (row, col, label) cells."""
+    probs_GGL = torch.zeros(grid, grid, labels)
+    probs_GGL[..., 0] = 1.0
+    for (r, c, label), p in cells.items():
+        probs_GGL[r, c, label] = p
+        probs_GGL[r, c, 0] = 1.0 - p
+    return probs_GGL.reshape(grid * grid, labels)
+
+
+def test_two_blobs_give_two_boxes_at_their_pixels():
+    # Blob A: class 0 on rows 0-1, cols 0-1 (best 0.9). Blob B: class 1 on row 3, cols 2-4 (best 0.8).
+    # A lone class-0 cell at (5, 5) below the threshold gives nothing.
+    cells = {(0, 0, 1): 0.9, (0, 1, 1): 0.7, (1, 0, 1): 0.6, (1, 1, 1): 0.6}
+    cells |= {(3, 2, 2): 0.8, (3, 3, 2): 0.7, (3, 4, 2): 0.6, (5, 5, 1): 0.3}
+    found = boxes_from_patches(probs_with(cells, grid=6, labels=3), patch_size=10, threshold=0.5)
+    assert found.boxes_N4.tolist() == [[0, 0, 20, 20], [20, 30, 50, 40]]
+    assert found.labels_N.tolist() == [0, 1]
+    assert found.scores_N is not None
+    assert found.scores_N == pytest.approx([0.9, 0.8])
+
+
+def test_diagonal_cells_are_separate_components():
+    cells = {(0, 0, 1): 0.9, (1, 1, 1): 0.8}
+    found = boxes_from_patches(probs_with(cells, grid=2, labels=2), patch_size=8)
+    assert found.boxes_N4.tolist() == [[0, 0, 8, 8], [8, 8, 16, 16]]
+
+
+def test_nms_removes_a_duplicate_of_the_same_place():
+    boxes_N4 = np.array([[0, 0, 10, 10], [1, 0, 10, 10], [20, 20, 30, 30]])
+    keep = nms(boxes_N4, np.array([0.6, 0.9, 0.5]), iou_threshold=0.5)
+    assert keep.tolist() == [1, 2]
+
+
+def test_decoding_suppresses_a_weaker_component_whose_box_overlaps_a_stronger_one():
+    # Two interlocked hooks on a 9 x 9 grid, 4-separate: a C (rows 0 and 4 over cols 0-6, and
+    # col 0; best 0.9) and a weaker reversed C (row 2 over cols 2-8, and col 8; 0.6). Their
+    # boxes, cols 0-6 and 2-8 over rows 0-4, overlap at IoU 5/9.
+    hook_a = [(r, c) for r in (0, 4) for c in range(7)] + [(r, 0) for r in range(5)]
+    hook_b = [(2, c) for c in range(2, 9)] + [(r, 8) for r in range(5)]
+    cells = {(r, c, 1): 0.9 for r, c in hook_a} | {(r, c, 1): 0.6 for r, c in hook_b}
+    probs_PL = probs_with(cells, grid=9, labels=2)
+    assert len(boxes_from_patches(probs_PL, patch_size=8, nms_iou=0.6)) == 2
+    kept = boxes_from_patches(probs_PL, patch_size=8, nms_iou=0.5)
+    assert kept.boxes_N4.tolist() == [[0, 0, 56, 40]]
+
+
+def test_iou_values():
+    same, half, apart = [0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]
+    iou_NM = box_iou(np.array([same, same]), np.array([same, half, apart]))
+    assert iou_NM == pytest.approx(np.array([[1.0, 50 / 150, 0.0], [1.0, 50 / 150, 0.0]]))
+    assert box_iou(np.array([[0, 0, 0, 0]]), np.array([[0, 0, 0, 0]])).tolist() == [[0.0]]
+
+
+def test_map_is_one_for_perfect_predictions():
+    truths = [Boxes([[0, 0, 10, 10], [20, 20, 40, 40]], [0, 1]), Boxes([[5, 5, 50, 50]], [2])]
+    predictions = [Boxes(t.boxes_N4, t.labels_N, np.full(len(t), 0.7)) for t in truths]
+    mean_ap, ap_C = mean_average_precision(predictions, truths, num_classes=4)
+    assert mean_ap == 1.0
+    assert ap_C[:3].tolist() == [1.0, 1.0, 1.0] and math.isnan(ap_C[3])  # class 3 has no true box
+
+
+def test_ap_with_a_false_positive_ranked_first():
+    # Two true boxes; predictions by score: a miss (0.9), then both hits (0.8, 0.7).
+    # precision 0, 1/2, 2/3 at recall 0, 1/2, 1 -> interpolated 2/3 at both recall steps:
+    # AP = 1/2 * 2/3 + 1/2 * 2/3 = 2/3.
+    truths = [Boxes([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0])]
+    predictions = [Boxes([[80, 80, 90, 90], [0, 0, 10, 10], [50, 50, 60, 60]], [0, 0, 0], [0.9, 0.8, 0.7])]
+    assert average_precision(predictions, truths, label=0) == pytest.approx(2 / 3)
+
+
+def test_ap_counts_a_second_hit_on_one_box_as_false_positive_and_misses_lower_recall():
+    # One true box, hit twice: precision 1 then 1/2 at recall 1 -> AP 1. A second true box never
+    # found halves it.
+    predictions = [Boxes([[0, 0, 10, 10], [0, 0, 10, 9]], [0, 0], [0.9, 0.8])]
+    assert average_precision(predictions, [Boxes([[0, 0, 10, 10]], [0])], label=0) == 1.0
+    two = [Boxes([[0, 0, 10, 10], [70, 70, 80, 80]], [0, 0])]
+    assert average_precision(predictions, two, label=0) == pytest.approx(0.5)
+
+
+def test_ap_ignores_other_classes_and_low_overlap():
+    truths = [Boxes([[0, 0, 10, 10]], [0])]
+    wrong_class = [Boxes([[0, 0, 10, 10]], [1], [0.9])]
+    shifted = [Boxes([[6, 0, 16, 10]], [0], [0.9])]  # IoU 4/16
+    assert average_precision(wrong_class, truths, label=0) == 0.0
+    assert average_precision(shifted, truths, label=0) == 0.0
+
+
+def test_heat_map_shape_and_range():
+    probs_BPL = torch.softmax(torch.randn(2, 16, 4) * 3, dim=-1)
+    maps_BSS = heat_maps(probs_BPL, image_size=32)
+    assert maps_BSS.shape == (2, 32, 32)
+    assert float(maps_BSS.min()) >= 0.0 and float(maps_BSS.max()) <= 1.0
+    # The centre pixel of patch (0, 0) carries (nearly) its own defect probability.
+    assert float(maps_BSS[0, 3:5, 3:5].mean()) == pytest.approx(1 - float(probs_BPL[0, 0, 0]), abs=0.1)
+
+
+def test_heat_map_is_high_where_defects_are():
+    cells = {(0, 0, 1): 1.0}
+    maps_BSS = heat_maps(probs_with(cells, grid=4, labels=2)[None], image_size=32)
+    assert float(maps_BSS[0, 0, 0]) == pytest.approx(1.0) and float(maps_BSS[0, -1, -1]) == 0.0
+
+
+def test_accuracy_and_per_class_recall():
+    predicted, true = np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 2])
+    assert accuracy(predicted, true) == pytest.approx(0.8)
+    recall_C = per_class_recall(predicted, true, num_classes=4)
+    assert recall_C[:3].tolist() == [1.0, 0.5, 1.0] and math.isnan(recall_C[3])

@@ -1,0 +1,194 @@
+"""The QC model: its two outputs and their shapes, the image size it insists on, a save/load round
+trip, and that a tiny one learns a synthetic defect task (class and where) in a few seconds.
+
+.venv/bin/python -m pytest -q tests/apps/industrial_qc/test_model.py
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from apps.industrial_qc.detection import patch_targets, resize_boxes
+from apps.industrial_qc.model import QCModel, QCModelConfig, load_qc_model, save_qc_model
+
+CONFIG = QCModelConfig.preset("tiny")
+NEU = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "neu_det"
+
+
+def synthetic(n: int, *, config: QCModelConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images [n, 3, S, S] of noise with a bright square (class 0) or a dark horizontal line
+    (class 1) at a random place, their classes [n] and per-patch targets [n, P]."""
+    g = torch.Generator().manual_seed(seed)
+    S = config.image_size
+    images = (0.5 + 0.1 * torch.randn(n, 1, S, S, generator=g)).clamp(0, 1)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    targets = []
+    for i in range(n):
+        if labels[i] == 0:
+            w = h = int(torch.randint(8, 13, (1,), generator=g))
+            value = 0.95
+        else:
+            w, h = int(torch.randint(16, 25, (1,), generator=g)), 3
+            value = 0.05
+        x0 = int(torch.randint(0, S - w + 1, (1,), generator=g))
+        y0 = int(torch.randint(0, S - h + 1, (1,), generator=g))
+        images[i, :, y0 : y0 + h, x0 : x0 + w] = value
+        box = [[x0, y0, x0 + w, y0 + h]]
+        targets.append(patch_targets(box, [int(labels[i])], image_size=S, patch_size=config.patch_size))
+    return images.expand(n, 3, S, S).contiguous(), labels, torch.stack(targets)
+
+
+def qc_loss(
+    outputs: tuple[torch.Tensor, torch.Tensor], labels_B: torch.Tensor, targets_BP: torch.Tensor
+) -> torch.Tensor:
+    """Class cross-entropy plus per-patch cross-entropy, unweighted (the test's loss, not training's)."""
+    class_logits_BC, patch_logits_BPL = outputs
+    patch_loss = F.cross_entropy(patch_logits_BPL.flatten(0, 1), targets_BP.flatten())
+    return F.cross_entropy(class_logits_BC, labels_B) + patch_loss
+
+
+def train_on_synthetic(model: nn.Module, *, steps: int, lr: float = 3e-3) -> dict[str, float]:
+    """A few Adam steps on the synthetic task; then accuracy of the class and of patch labels
+    (on the object's patches, and on background patches) over fresh images."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        images, labels, targets = synthetic(32, config=model.config, seed=step)
+        loss = qc_loss(model(images), labels, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    images, labels, targets = synthetic(256, config=model.config, seed=10_000)
+    with torch.no_grad():
+        class_logits_BC, patch_logits_BPL = model(images)
+    predicted_BP = patch_logits_BPL.argmax(-1)
+    on_object = targets > 0
+    return {
+        "accuracy": float((class_logits_BC.argmax(-1) == labels).float().mean()),
+        "object_patches": float((predicted_BP[on_object] == targets[on_object]).float().mean()),
+        "background_patches": float((predicted_BP[~on_object] == 0).float().mean()),
+    }
+
+
+def test_forward_gives_class_and_patch_logits():
+    model = QCModel(CONFIG).eval()
+    class_logits_BC, patch_logits_BPL = model(torch.rand(3, 3, CONFIG.image_size, CONFIG.image_size))
+    assert class_logits_BC.shape == (3, CONFIG.num_classes)
+    assert patch_logits_BPL.shape == (3, CONFIG.num_patches, CONFIG.num_classes + 1)
+    assert CONFIG.num_patches == (CONFIG.image_size // CONFIG.patch_size) ** 2
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 40, 40), (2, 3, 32, 40), (2, 1, 32, 32), (3, 32, 32)])
+def test_only_the_configured_image_size_is_accepted(shape):
+    with pytest.raises(ValueError, match=r"images must be \[B, 3, 32, 32\]"):
+        QCModel(CONFIG)(torch.rand(*shape))
+
+
+def test_config_rejects_an_image_size_the_patches_do_not_divide():
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        replace(CONFIG, image_size=36)
+    with pytest.raises(ValueError, match="unknown QC model preset"):
+        QCModelConfig.preset("huge")
+
+
+def test_patches_attend_both_ways():
+    # A change in the last patch moves the first patch's logits: the trunk is not causal.
+    model = QCModel(replace(CONFIG, dropout=0.0)).eval()
+    images = torch.rand(1, 3, 32, 32)
+    changed = images.clone()
+    changed[..., 24:, 24:] = 1.0
+    with torch.no_grad():
+        first_P0 = model(images)[1][0, 0]
+        first_P0_changed = model(changed)[1][0, 0]
+    assert not torch.allclose(first_P0, first_P0_changed)
+
+
+def test_save_and_load_give_the_same_outputs(tmp_path):
+    model = QCModel(CONFIG).eval()
+    names = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+    save_qc_model(model, tmp_path / "qc", class_names=names, metrics={"accuracy": 0.5})
+    loaded, card = load_qc_model(tmp_path / "qc")
+    assert card["class_names"] == names and card["metrics"] == {"accuracy": 0.5}
+    assert loaded.config == model.config and not loaded.training
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        for before, after in zip(model(images), loaded(images), strict=True):
+            assert torch.equal(before, after)
+
+
+def test_loading_a_folder_that_is_not_a_model_says_so(tmp_path):
+    with pytest.raises(ValueError, match="not a QC model"):
+        load_qc_model(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text('{"model": {}}')
+    with pytest.raises(ValueError, match="not a QC model card"):
+        load_qc_model(tmp_path)
+
+
+def test_saving_needs_one_name_per_class(tmp_path):
+    with pytest.raises(ValueError, match="2 class names for a model of 6 classes"):
+        save_qc_model(QCModel(CONFIG), tmp_path, class_names=["a", "b"])
+
+
+def test_a_tiny_model_learns_what_and_where():
+    torch.manual_seed(0)
+    model = QCModel(replace(CONFIG, num_classes=2))
+    scores = train_on_synthetic(model, steps=60)
+    assert scores["accuracy"] > 0.9, scores
+    assert scores["object_patches"] > 0.75, scores
+    assert scores["background_patches"] > 0.95, scores
+
+
+def neu_batch(config: QCModelConfig, *, n: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n NEU-DET images (one per class, first n classes) resized to the model's input, with their
+    classes and patch targets; skips the test when the dataset is not there."""
+    if not (NEU / "boxes.csv").is_file():
+        pytest.skip(f"no NEU-DET at {NEU}")
+    with open(NEU / "boxes.csv") as f:
+        rows = list(csv.DictReader(f))
+    classes = sorted({row["label"] for row in rows})
+    chosen = [next(row["image"] for row in rows if row["label"] == name) for name in classes[:n]]
+    images, targets = [], []
+    S = config.image_size
+    for image in chosen:
+        with Image.open(NEU / "IMAGES" / image) as pil:
+            size = pil.size
+            images.append(
+                np.asarray(pil.convert("RGB").resize((S, S), Image.BILINEAR), dtype=np.float32) / 255
+            )
+        boxes = [[float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")] for r in rows if r["image"] == image]
+        labels = [classes.index(r["label"]) for r in rows if r["image"] == image]
+        boxes_N4 = resize_boxes(np.array(boxes), from_size=size, to_size=S)
+        targets.append(patch_targets(boxes_N4, labels, image_size=S, patch_size=config.patch_size))
+    images_BSSC = torch.from_numpy(np.stack(images))
+    return images_BSSC.permute(0, 3, 1, 2).contiguous(), torch.arange(len(chosen)), torch.stack(targets)
+
+
+def one_training_step(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor
+) -> float:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss = qc_loss(model(images), labels, targets)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def test_one_training_step_on_real_neu_images_at_the_small_preset():
+    config = QCModelConfig.preset("small")
+    images, labels, targets = neu_batch(config)
+    assert targets.shape == (4, config.num_patches) and bool((targets > 0).any())
+    loss = one_training_step(QCModel(config), images, labels, targets)
+    assert np.isfinite(loss) and loss > 0
