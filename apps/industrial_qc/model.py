@@ -10,8 +10,10 @@ Images enter through `PatchEmbedder` (a strided convolution and 2-D learned posi
 runs with `causal=False` so every patch reads every other, and two heads read its states:
 `SequenceClassificationHead` (mean over patches) gives the image's defect class, and
 `TokenClassificationHead` gives each patch background-or-class logits, which `detection.py`
-turns into boxes and a heat map. Box decoding stays outside the model, and `forward` has no
-data-dependent Python control flow, so the model can be exported to ONNX as it is.
+turns into boxes and a heat map. Box decoding stays outside the model, and this module's
+`forward` adds no data-dependent control flow (its shape check is constant under tracing).
+NOTE: the trunk's grouped MoE dispatch (`core_model/moe.py`) sizes each expert's rows on the host,
+which `torch.export` cannot follow: ONNX export needs a dispatch without that sync.
 
 It is not the training loop, the dataset or the CNN baseline (`baseline.py`), and holds no
 pretrained weights: the trunk is fresh (`Trunk.init_weights`).
@@ -136,7 +138,16 @@ class QCModel(nn.Module):
         x_BCSS = (images_BCSS - self.pixel_mean) / self.pixel_std
         tokens_BPD, _ = self.embedder(x_BCSS)
         hidden_BPD = self.trunk(tokens_BPD, causal=False)
-        return self.classifier(hidden_BPD), self.localiser(hidden_BPD)
+        return self.classify(hidden_BPD), self.localiser(hidden_BPD)
+
+    def classify(self, hidden_BPD: torch.Tensor) -> torch.Tensor:
+        """The class head's own sum for "mean" pooling with no padding (a test checks they agree).
+
+        NOTE: `SequenceClassificationHead.forward` checks its padding mask with `bool(...)`, a
+        data-dependent branch that `torch.export` (and so ONNX export) refuses; every image has
+        all its patches, so the mean needs no mask.
+        """
+        return self.classifier.classifier(self.classifier.dropout(hidden_BPD.mean(dim=1)))
 
 
 def check_image_size(images_BCSS: torch.Tensor, config: QCModelConfig) -> None:

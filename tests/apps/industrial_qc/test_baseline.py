@@ -63,3 +63,14 @@ def test_one_training_step_on_real_neu_images_at_the_small_preset():
     images, labels, targets = neu_batch(config)
     loss = one_training_step(CNNBaseline(config), images, labels, targets)
     assert np.isfinite(loss) and loss > 0
+
+
+def test_the_baseline_exports_with_a_dynamic_batch():
+    baseline = CNNBaseline(CONFIG).eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(
+        baseline, (torch.rand(2, 3, 32, 32),), dynamic_shapes={"images_BCSS": {0: batch}}
+    )
+    more = torch.rand(5, 3, 32, 32)
+    for ours, theirs in zip(exported.module()(more), baseline(more), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-5)

@@ -102,6 +102,24 @@ def test_config_rejects_an_image_size_the_patches_do_not_divide():
         QCModelConfig.preset("huge")
 
 
+def test_classify_is_the_mean_pooling_head():
+    model = QCModel(CONFIG).eval()
+    hidden_BPD = torch.randn(2, CONFIG.num_patches, CONFIG.hidden_size)
+    assert torch.allclose(model.classify(hidden_BPD), model.classifier(hidden_BPD), atol=1e-6)
+
+
+def test_everything_but_the_trunk_exports_with_a_dynamic_batch():
+    # The trunk's MoE dispatch is core_model's concern; the model's own code must not block export.
+    model = QCModel(CONFIG).eval()
+    model.trunk.forward = lambda tokens_BPD, causal: tokens_BPD  # type: ignore[method-assign]
+    images = torch.rand(2, 3, 32, 32)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(model, (images,), dynamic_shapes={"images_BCSS": {0: batch}})
+    more = torch.rand(5, 3, 32, 32)
+    for ours, theirs in zip(exported.module()(more), model(more), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-5)
+
+
 def test_patches_attend_both_ways():
     # A change in the last patch moves the first patch's logits: the trunk is not causal.
     model = QCModel(replace(CONFIG, dropout=0.0)).eval()
