@@ -18,7 +18,13 @@ from PIL import Image
 from torch import nn
 
 from apps.industrial_qc.detection import patch_targets, resize_boxes
-from apps.industrial_qc.model import QCModel, QCModelConfig, load_qc_model, save_qc_model
+from apps.industrial_qc.model import (
+    QCModel,
+    QCModelConfig,
+    cells_from_patches,
+    load_qc_model,
+    save_qc_model,
+)
 
 CONFIG = QCModelConfig.preset("tiny")
 NEU = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "neu_det"
@@ -26,7 +32,7 @@ NEU = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "neu_
 
 def synthetic(n: int, *, config: QCModelConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images [n, 3, S, S] of noise with a bright square (class 0) or a dark horizontal line
-    (class 1) at a random place, their classes [n] and per-patch targets [n, P]."""
+    (class 1) at a random place, their classes [n] and per-cell targets [n, Q]."""
     g = torch.Generator().manual_seed(seed)
     S = config.image_size
     images = (0.5 + 0.1 * torch.randn(n, 1, S, S, generator=g)).clamp(0, 1)
@@ -43,17 +49,17 @@ def synthetic(n: int, *, config: QCModelConfig, seed: int) -> tuple[torch.Tensor
         y0 = int(torch.randint(0, S - h + 1, (1,), generator=g))
         images[i, :, y0 : y0 + h, x0 : x0 + w] = value
         box = [[x0, y0, x0 + w, y0 + h]]
-        targets.append(patch_targets(box, [int(labels[i])], image_size=S, patch_size=config.patch_size))
+        targets.append(patch_targets(box, [int(labels[i])], image_size=S, patch_size=config.cell))
     return images.expand(n, 3, S, S).contiguous(), labels, torch.stack(targets)
 
 
 def qc_loss(
-    outputs: tuple[torch.Tensor, torch.Tensor], labels_B: torch.Tensor, targets_BP: torch.Tensor
+    outputs: tuple[torch.Tensor, torch.Tensor], labels_B: torch.Tensor, targets_BQ: torch.Tensor
 ) -> torch.Tensor:
-    """Class cross-entropy plus per-patch cross-entropy, unweighted (the test's loss, not training's)."""
-    class_logits_BC, patch_logits_BPL = outputs
-    patch_loss = F.cross_entropy(patch_logits_BPL.flatten(0, 1), targets_BP.flatten())
-    return F.cross_entropy(class_logits_BC, labels_B) + patch_loss
+    """Class cross-entropy plus per-cell cross-entropy, unweighted (the test's loss, not training's)."""
+    class_logits_BC, cell_logits_BQL = outputs
+    cell_loss = F.cross_entropy(cell_logits_BQL.flatten(0, 1), targets_BQ.flatten())
+    return F.cross_entropy(class_logits_BC, labels_B) + cell_loss
 
 
 def train_on_synthetic(model: nn.Module, *, steps: int, lr: float = 3e-3) -> dict[str, float]:
@@ -71,22 +77,22 @@ def train_on_synthetic(model: nn.Module, *, steps: int, lr: float = 3e-3) -> dic
     model.eval()
     images, labels, targets = synthetic(256, config=model.config, seed=10_000)
     with torch.no_grad():
-        class_logits_BC, patch_logits_BPL = model(images)
-    predicted_BP = patch_logits_BPL.argmax(-1)
+        class_logits_BC, cell_logits_BQL = model(images)
+    predicted_BQ = cell_logits_BQL.argmax(-1)
     on_object = targets > 0
     return {
         "accuracy": float((class_logits_BC.argmax(-1) == labels).float().mean()),
-        "object_patches": float((predicted_BP[on_object] == targets[on_object]).float().mean()),
-        "background_patches": float((predicted_BP[~on_object] == 0).float().mean()),
+        "object_patches": float((predicted_BQ[on_object] == targets[on_object]).float().mean()),
+        "background_patches": float((predicted_BQ[~on_object] == 0).float().mean()),
     }
 
 
-def test_forward_gives_class_and_patch_logits():
+def test_forward_gives_class_and_cell_logits():
     model = QCModel(CONFIG).eval()
-    class_logits_BC, patch_logits_BPL = model(torch.rand(3, 3, CONFIG.image_size, CONFIG.image_size))
+    class_logits_BC, cell_logits_BQL = model(torch.rand(3, 3, CONFIG.image_size, CONFIG.image_size))
     assert class_logits_BC.shape == (3, CONFIG.num_classes)
-    assert patch_logits_BPL.shape == (3, CONFIG.num_patches, CONFIG.num_classes + 1)
-    assert CONFIG.num_patches == (CONFIG.image_size // CONFIG.patch_size) ** 2
+    assert cell_logits_BQL.shape == (3, CONFIG.num_cells, CONFIG.num_classes + 1)
+    assert CONFIG.num_cells == (CONFIG.image_size // CONFIG.cell) ** 2 == 64
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 40, 40), (2, 3, 32, 40), (2, 1, 32, 32), (3, 32, 32)])
@@ -100,6 +106,26 @@ def test_config_rejects_an_image_size_the_patches_do_not_divide():
         replace(CONFIG, image_size=36)
     with pytest.raises(ValueError, match="unknown QC model preset"):
         QCModelConfig.preset("huge")
+
+
+def test_sub_cells_are_laid_out_row_major_over_the_image():
+    # 2 x 2 patches of 2 x 2 cells each: logit value = 100 * patch + 10 * sub-cell + label.
+    config = replace(CONFIG, image_size=16, patch_size=8, cell_size=4, num_classes=1)
+    p, sub, label = torch.meshgrid(torch.arange(4), torch.arange(4), torch.arange(2), indexing="ij")
+    logits_BPX = (100 * p + 10 * sub + label).reshape(1, 4, 8).float()
+    cells_BQL = cells_from_patches(logits_BPX, config=config)
+    assert cells_BQL.shape == (1, 16, 2)
+    # Row 1 of the 4 x 4 cell grid: patch 0's lower sub-cells (2, 3), then patch 1's.
+    assert cells_BQL[0, 4:8, 0].tolist() == [2 * 10, 3 * 10, 100 + 20, 100 + 30]
+    assert cells_BQL[0, 15].tolist() == [330, 331]  # patch 3, sub-cell 3, labels 0 and 1
+
+
+def test_one_cell_per_patch_unless_told():
+    config = replace(CONFIG, cell_size=None)
+    _, cell_logits_BQL = QCModel(config).eval()(torch.rand(1, 3, 32, 32))
+    assert config.num_cells == config.num_patches and cell_logits_BQL.shape == (1, config.num_patches, 7)
+    with pytest.raises(ValueError, match="cell_size 3 does not divide patch_size 8"):
+        replace(CONFIG, cell_size=3)
 
 
 def test_classify_is_the_mean_pooling_head():
@@ -162,7 +188,7 @@ def test_saving_needs_one_name_per_class(tmp_path):
 def test_a_tiny_model_learns_what_and_where():
     torch.manual_seed(0)
     model = QCModel(replace(CONFIG, num_classes=2))
-    scores = train_on_synthetic(model, steps=60)
+    scores = train_on_synthetic(model, steps=80)
     assert scores["accuracy"] > 0.9, scores
     assert scores["object_patches"] > 0.75, scores
     assert scores["background_patches"] > 0.95, scores
@@ -188,7 +214,7 @@ def neu_batch(config: QCModelConfig, *, n: int = 4) -> tuple[torch.Tensor, torch
         boxes = [[float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")] for r in rows if r["image"] == image]
         labels = [classes.index(r["label"]) for r in rows if r["image"] == image]
         boxes_N4 = resize_boxes(np.array(boxes), from_size=size, to_size=S)
-        targets.append(patch_targets(boxes_N4, labels, image_size=S, patch_size=config.patch_size))
+        targets.append(patch_targets(boxes_N4, labels, image_size=S, patch_size=config.cell))
     images_BSSC = torch.from_numpy(np.stack(images))
     return images_BSSC.permute(0, 3, 1, 2).contiguous(), torch.arange(len(chosen)), torch.stack(targets)
 
@@ -207,6 +233,6 @@ def one_training_step(
 def test_one_training_step_on_real_neu_images_at_the_small_preset():
     config = QCModelConfig.preset("small")
     images, labels, targets = neu_batch(config)
-    assert targets.shape == (4, config.num_patches) and bool((targets > 0).any())
+    assert targets.shape == (4, config.num_cells) and bool((targets > 0).any())
     loss = one_training_step(QCModel(config), images, labels, targets)
     assert np.isfinite(loss) and loss > 0
