@@ -1,19 +1,21 @@
 """From boxes to per-patch targets, and from per-patch scores back to boxes, heat maps and metrics.
 
-    targets_P = patch_targets(boxes_N4, labels_N, image_size=192, patch_size=16)   # training
-    maps_BSS = heat_maps(patch_logits_BPL.softmax(-1), image_size=192)             # to draw
-    found = boxes_from_patches(probs_PL, patch_size=16, threshold=0.5)             # one image
-    mean_ap, ap_C = mean_average_precision(predictions, truths, num_classes=6)     # mAP50
+    targets_P = patch_targets(boxes_N4, labels_N, image_size=192, cell_size=config.cell)  # training
+    maps_BSS = heat_maps(patch_label_probs(cell_logits_BPL), image_size=192)             # to draw
+    found = boxes_from_patches(probs_PL, cell_size=config.cell, threshold=0.5)           # one image
+    mean_ap, ap_C = mean_average_precision(predictions, truths, num_classes=6)           # mAP50
 
-Pure torch and numpy: it knows nothing of the model that made the scores (`model.py`,
-`baseline.py`) nor of files or datasets; it is not the training loop. Everything here happens
-outside `forward`, so exported models stay free of data-dependent control flow.
+A "patch" here is a localisation cell of `cell_size` pixels on a square grid: the model's patch,
+or a finer cell when the model splits patches (`QCModelConfig.cell`); the CNN baseline's cells
+are the same. Pure torch and numpy: it knows nothing of the model that made the scores
+(`model.py`, `baseline.py`) nor of files or datasets; it is not the training loop. Everything here
+happens outside `forward`, so exported models stay free of data-dependent control flow.
 
 Boxes are pixel coordinates (xmin, ymin, xmax, ymax) on the model's input image, xmax and ymax
-exclusive: patch (r, c) of a p-pixel grid is the box (c p, r p, (c + 1) p, (r + 1) p). Class
+exclusive: cell (r, c) of a p-pixel grid is the box (c p, r p, (c + 1) p, (r + 1) p). Class
 labels are 0-based defect classes; in per-patch labels 0 is background and class k is k + 1.
-Legend: N boxes, M boxes, B batch, P patches (grid * grid, row-major), L patch labels (C + 1),
-C classes, S image side (pixels), G grid side (patches).
+Legend: N boxes, M boxes, B batch, P patches (cells; G * G, row-major), L patch labels (C + 1),
+C classes, S image side (pixels), G grid side (cells).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def patch_targets(
     labels_N: np.ndarray | torch.Tensor,
     *,
     image_size: int,
-    patch_size: int,
+    cell_size: int,
     min_cover: float = 0.5,
 ) -> torch.Tensor:
     """Per-patch training labels [P] (int64; 0 background, class k -> k + 1), row-major.
@@ -68,21 +70,21 @@ def patch_targets(
     largest part of it (ties: the box listed first); a patch no box claims is background. So
     every box marks at least one patch.
     """
-    G = image_size // patch_size
+    G = image_size // cell_size
     boxes = torch.as_tensor(np.asarray(boxes_N4, dtype=np.float32)).reshape(-1, 4)
     labels = torch.as_tensor(np.asarray(labels_N, dtype=np.int64)).reshape(-1)
     if len(boxes) == 0:
         return torch.zeros(G * G, dtype=torch.int64)
-    edges_G = torch.arange(G, dtype=torch.float32) * patch_size  # a patch's low edge, pixels
+    edges_G = torch.arange(G, dtype=torch.float32) * cell_size  # a patch's low edge, pixels
     # overlap of each box with each column / row of patches, in pixels: [N, G]
     overlap_x_NG = (
-        torch.minimum(boxes[:, 2:3], edges_G + patch_size) - torch.maximum(boxes[:, 0:1], edges_G)
+        torch.minimum(boxes[:, 2:3], edges_G + cell_size) - torch.maximum(boxes[:, 0:1], edges_G)
     ).clamp(min=0)
     overlap_y_NG = (
-        torch.minimum(boxes[:, 3:4], edges_G + patch_size) - torch.maximum(boxes[:, 1:2], edges_G)
+        torch.minimum(boxes[:, 3:4], edges_G + cell_size) - torch.maximum(boxes[:, 1:2], edges_G)
     ).clamp(min=0)
     cover_NP = (overlap_y_NG[:, :, None] * overlap_x_NG[:, None, :]).reshape(len(boxes), G * G)
-    cover_NP = cover_NP / float(patch_size * patch_size)
+    cover_NP = cover_NP / float(cell_size * cell_size)
     most_N1 = cover_NP.max(dim=1, keepdim=True).values
     claims_NP = (cover_NP >= min_cover) | ((cover_NP == most_N1) & (most_N1 > 0))
     best_cover_P, best_box_P = (cover_NP * claims_NP).max(dim=0)  # max: the first of equal values
@@ -117,7 +119,7 @@ def grid_side(num_patches: int) -> int:
 def boxes_from_patches(
     patch_probs_PL: torch.Tensor | np.ndarray,
     *,
-    patch_size: int,
+    cell_size: int,
     threshold: float = 0.5,
     nms_iou: float = 0.5,
 ) -> Boxes:
@@ -135,7 +137,7 @@ def boxes_from_patches(
     boxes, labels, scores = [], [], []
     for label in range(1, L):
         found_N4, found_N = components_to_boxes(
-            probs_GGL[:, :, label], threshold=threshold, patch_size=patch_size
+            probs_GGL[:, :, label], threshold=threshold, cell_size=cell_size
         )
         keep = nms(found_N4, found_N, iou_threshold=nms_iou)
         boxes.append(found_N4[keep])
@@ -147,7 +149,7 @@ def boxes_from_patches(
 
 
 def components_to_boxes(
-    scores_GG: np.ndarray, *, threshold: float, patch_size: int
+    scores_GG: np.ndarray, *, threshold: float, cell_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pixel box [N, 4] and max score [N] of each 4-connected component of cells >= threshold."""
     G_rows, G_cols = scores_GG.shape
@@ -169,10 +171,10 @@ def components_to_boxes(
         rows, cols = np.array(cells).T
         boxes.append(
             [
-                cols.min() * patch_size,
-                rows.min() * patch_size,
-                (cols.max() + 1) * patch_size,
-                (rows.max() + 1) * patch_size,
+                cols.min() * cell_size,
+                rows.min() * cell_size,
+                (cols.max() + 1) * cell_size,
+                (rows.max() + 1) * cell_size,
             ]
         )
         best.append(scores_GG[rows, cols].max())

@@ -28,25 +28,25 @@ from apps.industrial_qc.detection import (
 def test_a_patch_takes_the_class_of_the_box_covering_most_of_it():
     # 4 x 4 grid of 8-px patches on a 32-px image. Box of class 2 (label 3) over patches (0,0)
     # and (0,1) fully and (1, 0..1) for a quarter; a class-0 box over (2..3, 2..3) fully.
-    targets_P = patch_targets([[0, 0, 16, 10], [16, 16, 32, 32]], [2, 0], image_size=32, patch_size=8)
+    targets_P = patch_targets([[0, 0, 16, 10], [16, 16, 32, 32]], [2, 0], image_size=32, cell_size=8)
     expected_GG = torch.tensor([[3, 3, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
     assert torch.equal(targets_P, expected_GG.reshape(-1))
 
 
 def test_overlapping_boxes_the_larger_cover_wins():
     # Both boxes reach patch (0, 0); class 1 covers 3/4 of it, class 4 all of it.
-    targets_P = patch_targets([[2, 0, 8, 8], [0, 0, 8, 8]], [1, 4], image_size=16, patch_size=8)
+    targets_P = patch_targets([[2, 0, 8, 8], [0, 0, 8, 8]], [1, 4], image_size=16, cell_size=8)
     assert targets_P.tolist() == [5, 0, 0, 0]
 
 
 def test_a_thin_box_still_marks_the_patches_it_covers_most():
     # 6 px wide, straddling the two patch columns (3 px in each): under half of any patch.
-    targets_P = patch_targets([[5, 0, 11, 16]], [0], image_size=16, patch_size=8)
+    targets_P = patch_targets([[5, 0, 11, 16]], [0], image_size=16, cell_size=8)
     assert targets_P.tolist() == [1, 1, 1, 1]
 
 
 def test_no_boxes_is_all_background():
-    assert patch_targets(np.zeros((0, 4)), [], image_size=16, patch_size=8).tolist() == [0] * 4
+    assert patch_targets(np.zeros((0, 4)), [], image_size=16, cell_size=8).tolist() == [0] * 4
 
 
 def test_resize_boxes_scales_each_axis():
@@ -68,7 +68,7 @@ def test_two_blobs_give_two_boxes_at_their_pixels():
     # A lone class-0 cell at (5, 5) below the threshold gives nothing.
     cells = {(0, 0, 1): 0.9, (0, 1, 1): 0.7, (1, 0, 1): 0.6, (1, 1, 1): 0.6}
     cells |= {(3, 2, 2): 0.8, (3, 3, 2): 0.7, (3, 4, 2): 0.6, (5, 5, 1): 0.3}
-    found = boxes_from_patches(probs_with(cells, grid=6, labels=3), patch_size=10, threshold=0.5)
+    found = boxes_from_patches(probs_with(cells, grid=6, labels=3), cell_size=10, threshold=0.5)
     assert found.boxes_N4.tolist() == [[0, 0, 20, 20], [20, 30, 50, 40]]
     assert found.labels_N.tolist() == [0, 1]
     assert found.scores_N is not None
@@ -77,7 +77,7 @@ def test_two_blobs_give_two_boxes_at_their_pixels():
 
 def test_diagonal_cells_are_separate_components():
     cells = {(0, 0, 1): 0.9, (1, 1, 1): 0.8}
-    found = boxes_from_patches(probs_with(cells, grid=2, labels=2), patch_size=8)
+    found = boxes_from_patches(probs_with(cells, grid=2, labels=2), cell_size=8)
     assert found.boxes_N4.tolist() == [[0, 0, 8, 8], [8, 8, 16, 16]]
 
 
@@ -95,8 +95,8 @@ def test_decoding_suppresses_a_weaker_component_whose_box_overlaps_a_stronger_on
     hook_b = [(2, c) for c in range(2, 9)] + [(r, 8) for r in range(5)]
     cells = {(r, c, 1): 0.9 for r, c in hook_a} | {(r, c, 1): 0.6 for r, c in hook_b}
     probs_PL = probs_with(cells, grid=9, labels=2)
-    assert len(boxes_from_patches(probs_PL, patch_size=8, nms_iou=0.6)) == 2
-    kept = boxes_from_patches(probs_PL, patch_size=8, nms_iou=0.5)
+    assert len(boxes_from_patches(probs_PL, cell_size=8, nms_iou=0.6)) == 2
+    kept = boxes_from_patches(probs_PL, cell_size=8, nms_iou=0.5)
     assert kept.boxes_N4.tolist() == [[0, 0, 56, 40]]
 
 

@@ -49,7 +49,7 @@ def synthetic(n: int, *, config: QCModelConfig, seed: int) -> tuple[torch.Tensor
         y0 = int(torch.randint(0, S - h + 1, (1,), generator=g))
         images[i, :, y0 : y0 + h, x0 : x0 + w] = value
         box = [[x0, y0, x0 + w, y0 + h]]
-        targets.append(patch_targets(box, [int(labels[i])], image_size=S, patch_size=config.cell))
+        targets.append(patch_targets(box, [int(labels[i])], image_size=S, cell_size=config.cell))
     return images.expand(n, 3, S, S).contiguous(), labels, torch.stack(targets)
 
 
@@ -214,7 +214,7 @@ def neu_batch(config: QCModelConfig, *, n: int = 4) -> tuple[torch.Tensor, torch
         boxes = [[float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")] for r in rows if r["image"] == image]
         labels = [classes.index(r["label"]) for r in rows if r["image"] == image]
         boxes_N4 = resize_boxes(np.array(boxes), from_size=size, to_size=S)
-        targets.append(patch_targets(boxes_N4, labels, image_size=S, patch_size=config.cell))
+        targets.append(patch_targets(boxes_N4, labels, image_size=S, cell_size=config.cell))
     images_BSSC = torch.from_numpy(np.stack(images))
     return images_BSSC.permute(0, 3, 1, 2).contiguous(), torch.arange(len(chosen)), torch.stack(targets)
 
