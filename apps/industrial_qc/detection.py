@@ -91,13 +91,6 @@ def patch_targets(
     return torch.where(best_cover_P > 0, labels[best_box_P] + 1, BACKGROUND)
 
 
-def resize_boxes(boxes_N4: np.ndarray, *, from_size: tuple[int, int], to_size: int) -> np.ndarray:
-    """Boxes on a (width, height) image -> boxes on the model's to_size x to_size input."""
-    width, height = from_size
-    scale_4 = np.array([to_size / width, to_size / height] * 2)
-    return np.asarray(boxes_N4, dtype=np.float64).reshape(-1, 4) * scale_4
-
-
 # ----------------------------------------------------------------------------- scores -> maps
 def heat_maps(patch_probs_BPL: torch.Tensor, *, image_size: int) -> torch.Tensor:
     """Defect probability per pixel [B, S, S] in [0, 1]: each patch's 1 - P(background),

@@ -21,7 +21,6 @@ from apps.industrial_qc.detection import (
     nms,
     patch_targets,
     per_class_recall,
-    resize_boxes,
 )
 
 
@@ -47,10 +46,6 @@ def test_a_thin_box_still_marks_the_patches_it_covers_most():
 
 def test_no_boxes_is_all_background():
     assert patch_targets(np.zeros((0, 4)), [], image_size=16, cell_size=8).tolist() == [0] * 4
-
-
-def test_resize_boxes_scales_each_axis():
-    assert resize_boxes([[20, 10, 200, 100]], from_size=(200, 100), to_size=50).tolist() == [[5, 5, 50, 50]]
 
 
 def probs_with(cells: dict[tuple[int, int, int], float], *, grid: int, labels: int) -> torch.Tensor:

@@ -6,18 +6,16 @@ trip, and that a tiny one learns a synthetic defect task (class and where) in a 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from apps.industrial_qc.detection import patch_targets, resize_boxes
+from apps.industrial_qc.dataset import class_names, load_record, read_neu_det
+from apps.industrial_qc.detection import patch_targets
 from apps.industrial_qc.model import (
     QCModel,
     QCModelConfig,
@@ -27,7 +25,6 @@ from apps.industrial_qc.model import (
 )
 
 CONFIG = QCModelConfig.preset("tiny")
-NEU = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "neu_det"
 
 
 def synthetic(n: int, *, config: QCModelConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -195,28 +192,19 @@ def test_a_tiny_model_learns_what_and_where():
 
 
 def neu_batch(config: QCModelConfig, *, n: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n NEU-DET images (one per class, first n classes) resized to the model's input, with their
-    classes and patch targets; skips the test when the dataset is not there."""
-    if not (NEU / "boxes.csv").is_file():
-        pytest.skip(f"no NEU-DET at {NEU}")
-    with open(NEU / "boxes.csv") as f:
-        rows = list(csv.DictReader(f))
-    classes = sorted({row["label"] for row in rows})
-    chosen = [next(row["image"] for row in rows if row["label"] == name) for name in classes[:n]]
+    """n NEU-DET training images (one per class, first n classes) at the model's input size, with
+    their classes and patch targets, read by the app's data layer."""
+    records = read_neu_det(split="train")
+    classes = class_names(records)
+    chosen = [next(r for r in records if r.label == name) for name in classes[:n]]
     images, targets = [], []
-    S = config.image_size
-    for image in chosen:
-        with Image.open(NEU / "IMAGES" / image) as pil:
-            size = pil.size
-            images.append(
-                np.asarray(pil.convert("RGB").resize((S, S), Image.BILINEAR), dtype=np.float32) / 255
-            )
-        boxes = [[float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")] for r in rows if r["image"] == image]
-        labels = [classes.index(r["label"]) for r in rows if r["image"] == image]
-        boxes_N4 = resize_boxes(np.array(boxes), from_size=size, to_size=S)
-        targets.append(patch_targets(boxes_N4, labels, image_size=S, cell_size=config.cell))
-    images_BSSC = torch.from_numpy(np.stack(images))
-    return images_BSSC.permute(0, 3, 1, 2).contiguous(), torch.arange(len(chosen)), torch.stack(targets)
+    for record in chosen:
+        image_3SS, boxes = load_record(record, size=config.image_size)
+        images.append(image_3SS)
+        boxes_N4 = np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes])
+        labels = [classes.index(b.label) for b in boxes]
+        targets.append(patch_targets(boxes_N4, labels, image_size=config.image_size, cell_size=config.cell))
+    return torch.stack(images), torch.arange(len(chosen)), torch.stack(targets)
 
 
 def one_training_step(
