@@ -197,6 +197,30 @@ class MoEConfig:
     def replace(self, **changes: Any) -> MoEConfig:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def embedding_trunk(
+        cls,
+        *,
+        hidden_size: int,
+        layers: int,
+        heads: int,
+        experts: int,
+        experts_per_token: int,
+        positions: int,
+    ) -> MoEConfig:
+        """A small trunk for inputs that enter as embeddings (a card's events, an image's patches),
+        from the few sizes such a vertical model chooses: the tiny preset's structure (a dense
+        first layer, then MoE layers with one shared expert) scaled to `hidden_size` (latent ranks
+        and expert widths half of it), one routing group, no vocabulary to speak of."""
+        D, head_dim = hidden_size, hidden_size // heads
+        return cls.preset("tiny").replace(
+            vocab_size=1, hidden_size=D, intermediate_size=2 * D, moe_intermediate_size=D // 2,
+            num_hidden_layers=layers, num_attention_heads=heads, q_lora_rank=D // 2, kv_lora_rank=D // 2,
+            qk_nope_head_dim=head_dim, qk_rope_head_dim=max(2, head_dim // 2), v_head_dim=head_dim,
+            n_routed_experts=experts, num_experts_per_tok=experts_per_token, n_group=1, topk_group=1,
+            max_position_embeddings=positions,
+        )  # fmt: skip
+
     # ----------------------------------------------------------------------------- config.json
     @classmethod
     def from_hf_dict(cls, raw: dict[str, Any], *, source: str = "config.json") -> MoEConfig:

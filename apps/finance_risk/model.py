@@ -18,7 +18,7 @@ Legend: B batch, T events, F event features, A aggregate features, D hidden size
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,9 @@ class FraudModelConfig:
         return PRESETS[name]
 
     def trunk_config(self) -> MoEConfig:
-        config = MoEConfig.preset("tiny")
-        head_dim = self.hidden_size // self.heads
-        D = self.hidden_size
-        return replace(
-            config, vocab_size=1, hidden_size=D, intermediate_size=2 * D, moe_intermediate_size=D // 2,
-            num_hidden_layers=self.layers, num_attention_heads=self.heads, q_lora_rank=D // 2,
-            kv_lora_rank=D // 2, qk_nope_head_dim=head_dim, qk_rope_head_dim=max(2, head_dim // 2),
-            v_head_dim=head_dim, n_routed_experts=self.experts, num_experts_per_tok=self.experts_per_event,
-            n_group=1, topk_group=1, max_position_embeddings=self.history + 1,
+        return MoEConfig.embedding_trunk(
+            hidden_size=self.hidden_size, layers=self.layers, heads=self.heads, experts=self.experts,
+            experts_per_token=self.experts_per_event, positions=self.history + 1,
         )  # fmt: skip
 
 
