@@ -101,11 +101,18 @@ class QCClient:
         return self._json("GET", "/qc/settings")
 
     def put_settings(
-        self, *, threshold: float | None = None, line_limits: dict[str, float] | None = None
+        self,
+        *,
+        threshold: float | None = None,
+        default_line_limit: float | None = None,
+        line_limits: dict[str, float] | None = None,
     ) -> dict[str, Any]:
+        """Changes the settings given (None: left as they are)."""
         body: dict[str, Any] = {}
         if threshold is not None:
             body["threshold"] = threshold
+        if default_line_limit is not None:
+            body["default_line_limit"] = default_line_limit
         if line_limits is not None:
             body["line_limits"] = line_limits
         return self._json("PUT", "/qc/settings", json=body)

@@ -128,7 +128,7 @@ def rate_chart(rates: pd.DataFrame, limits: dict[str, float]) -> alt.LayerChart 
         alt.Chart(rates)
         .mark_line(point=True)
         .encode(
-            x=alt.X("start:T", title=None),
+            x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M")),
             y=alt.Y("rate:Q", title="failed parts %", scale=alt.Scale(domain=[0, 100])),
             color=alt.Color("series:N", title="line · station"),
             tooltip=["series", alt.Tooltip("start:T", format="%H:%M"), "inspected", "failed", "rate"],
@@ -149,7 +149,9 @@ def rate_chart(rates: pd.DataFrame, limits: dict[str, float]) -> alt.LayerChart 
 
 def pareto_chart(pareto: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
     order = list(pareto["class"])
-    base = alt.Chart(pareto).encode(x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30)))
+    base = alt.Chart(pareto).encode(
+        x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30, labelOverlap=False))
+    )
     bars = base.mark_bar(color="#4c78a8").encode(
         y=alt.Y("count:Q", title="defects found"), tooltip=["class", "count", "share"]
     )
@@ -191,11 +193,14 @@ def post_verdict(client: QCClient, inspection_id: Any, verdict: str) -> None:
     st.session_state.qc_message = ("success", f"Part #{inspection_id} marked {VERDICTS[verdict]}.")
 
 
-def save_settings(client: QCClient, lines: list[str]) -> None:
-    """The settings form's callback: the threshold and every line's limit in one PUT."""
+def save_settings(client: QCClient, lines: list[str], default_limit: float) -> None:
+    """The settings form's callback: the threshold and every line's limit in one PUT (with the
+    default limit as it was, so that every field is there)."""
     limits = {line: st.session_state[f"limit-{line}"] / 100 for line in lines}
     try:
-        client.put_settings(threshold=st.session_state.threshold, line_limits=limits)
+        client.put_settings(
+            threshold=st.session_state.threshold, default_line_limit=default_limit, line_limits=limits
+        )
     except QCApiError as error:
         st.session_state.qc_message = ("error", f"Settings not saved: {error.message}")
         return
@@ -220,7 +225,10 @@ def render_settings(client: QCClient, settings: dict[str, Any], lines: list[str]
                 f"Line {line}: alert above this failure rate (%)", 0.0, 100.0,
                 round(100 * limits[line], 1), 1.0, key=f"limit-{line}",
             )  # fmt: skip
-        st.form_submit_button("Save settings", type="primary", on_click=save_settings, args=(client, lines))
+        default_limit = float(settings.get("default_line_limit", DEFAULT_LIMIT))
+        st.form_submit_button(
+            "Save settings", type="primary", on_click=save_settings, args=(client, lines, default_limit)
+        )
     st.caption(NEU_CAPTION)
 
 
@@ -238,7 +246,9 @@ def render_figures(totals: pd.DataFrame) -> None:
     columns = st.columns(len(totals))
     for column, row in zip(columns, totals.itertuples(), strict=True):
         rate = "–" if pd.isna(row.rate) else f"{row.rate:.0%}"
-        column.metric(f"Line {row.line_id}: failed", rate, help=f"{row.failed} of {row.inspected} parts")
+        column.metric(
+            f"Line {row.line_id}: parts failed", rate, help=f"{row.failed} of {row.inspected} parts"
+        )
 
 
 def render_charts(rates: pd.DataFrame, pareto: pd.DataFrame, limits: dict[str, float]) -> None:
@@ -264,16 +274,20 @@ def render_part(client: QCClient, args: argparse.Namespace, part: dict[str, Any]
         else:
             st.image(png, width="stretch")
         st.markdown(part_title(part))
-        st.markdown(f"Verdict: **{verdict_text(part.get('feedback'))}**")
-        confirm, false_alarm = st.columns(2)
-        confirm.button(
-            "Confirm", key=f"confirm-{pid}", type="primary", on_click=post_verdict,
-            args=(client, pid, "confirmed"), help="the defect is real", width="stretch",
-        )  # fmt: skip
-        false_alarm.button(
-            "False alarm", key=f"false-alarm-{pid}", on_click=post_verdict,
-            args=(client, pid, "false_alarm"), help="the part is good", width="stretch",
-        )  # fmt: skip
+        feedback = part.get("feedback")
+        colour = {"confirmed": "red", "false_alarm": "green"}.get(
+            feedback["verdict"] if feedback else "", "gray"
+        )
+        st.markdown(f"Verdict: :{colour}[**{verdict_text(feedback)}**]")
+        with st.container(horizontal=True, gap="small"):  # side by side, or wrapped when narrow
+            st.button(
+                "Confirm", key=f"confirm-{pid}", type="primary", on_click=post_verdict,
+                args=(client, pid, "confirmed"), help="the defect is real",
+            )  # fmt: skip
+            st.button(
+                "False alarm", key=f"false-alarm-{pid}", on_click=post_verdict,
+                args=(client, pid, "false_alarm"), help="the part is good",
+            )  # fmt: skip
 
 
 def render_parts(client: QCClient, args: argparse.Namespace, parts: list[dict[str, Any]]) -> None:
