@@ -1,0 +1,285 @@
+"""Training and evaluating an inspection model from scratch: AdamW with a warm-up and a cosine decay,
+one loss for the image's class and one for every localisation cell's label, box-aware augmentation.
+One loop serves the MoE model (`QCModel`) and the CNN baseline (`CNNBaseline`): both map images to
+(class logits [B, C], cell logits [B, Q, C + 1]).
+
+    config = TrainingConfig(epochs=30)
+    history = fit(model, train_records, classes=classes, config=config, valid=val_records)
+    report = evaluate(model, test_records, classes=classes)      # accuracy, recall per class, mAP50
+    model, report = train_inspection_model(QCModelConfig.preset("small"), config, data=read_splits())
+
+A cell's target is `detection.patch_targets` of the image's (augmented) boxes; boxes come back out
+of the cell probabilities with `detection.boxes_from_patches` at `box_threshold`. The loop keeps
+the weights of its last epoch (the cosine schedule ends at zero; picking an epoch by the test split
+would flatter it). Not the text adapter loop of `core_model.train`, which reads tokens.
+Legend: B batch, C classes, Q localisation cells, L cell labels (C + 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from core_model.datasets import dataset_dir
+
+from .augment import Augment, AugmentConfig
+from .dataset import ImageRecord, InspectionDataset, class_names, collate, read_folder
+from .detection import (
+    Boxes,
+    accuracy,
+    boxes_from_patches,
+    mean_average_precision,
+    patch_label_probs,
+    patch_targets,
+)
+from .model import QCModel, QCModelConfig
+
+InspectionNet = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    augment: str = "strong"  # an AugmentConfig preset
+    localisation_weight: float = 1.0  # the cell loss's weight beside the image-class loss
+    label_smoothing: float = 0.1  # of the image-class loss
+    clip_grad_norm: float = 1.0
+    box_threshold: float = 0.3  # a cell joins a class's box at this probability (evaluation, serving)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"epochs and batch_size must be at least 1, got {self.epochs}, {self.batch_size}"
+            )
+        if not 0 < self.box_threshold < 1:
+            raise ValueError(f"box_threshold must be in (0, 1), got {self.box_threshold}")
+        AugmentConfig.preset(self.augment)  # a KeyError names an unknown preset
+
+
+@dataclass
+class Evaluation:
+    """What a model scores on a split: the figures of issue 9's table."""
+
+    images: int
+    accuracy: float
+    recall: dict[str, float]  # per class
+    map50: float
+    ap50: dict[str, float]  # per class (nan: no true box of the class)
+    loss: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def config_of(model: nn.Module) -> QCModelConfig:
+    """The image and cell sizes a QCModel or CNNBaseline was built for."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, QCModelConfig):
+        raise ValueError(f"{type(model).__name__} has no QCModelConfig as .config")
+    return config
+
+
+def losses(
+    class_logits_BC: torch.Tensor,
+    cell_logits_BQL: torch.Tensor,
+    labels_B: torch.Tensor,
+    cell_targets_BQ: torch.Tensor,
+    *,
+    config: TrainingConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image-class loss, cell loss): cross-entropies, the first label-smoothed."""
+    class_loss = F.cross_entropy(class_logits_BC.float(), labels_B, label_smoothing=config.label_smoothing)
+    cell_loss = F.cross_entropy(cell_logits_BQL.flatten(0, 1).float(), cell_targets_BQ.flatten())
+    return class_loss, cell_loss
+
+
+def cell_targets(
+    boxes: list[torch.Tensor], box_labels: list[torch.Tensor], *, image_size: int, cell_size: int
+) -> torch.Tensor:
+    """Each image's per-cell labels [B, Q] (0 background, class k -> k + 1)."""
+    return torch.stack(
+        [
+            patch_targets(b, labels, image_size=image_size, cell_size=cell_size)
+            for b, labels in zip(boxes, box_labels, strict=True)
+        ]
+    )
+
+
+def learning_rate(step: int, *, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up to `peak`, then a cosine decay to zero at `total` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit(
+    model: nn.Module,
+    records: list[ImageRecord],
+    *,
+    classes: list[str],
+    config: TrainingConfig,
+    valid: list[ImageRecord] | None = None,
+    progress: bool = True,
+    label: str = "train",
+) -> list[dict[str, float]]:
+    """Trains `model` in place on `records`; one row per epoch (loss, seconds, and the validation
+    accuracy and mAP50 when `valid` is given)."""
+    torch.manual_seed(config.seed)
+    size, cell = config_of(model).image_size, config_of(model).cell
+    augment = Augment(AugmentConfig.preset(config.augment))
+    dataset = InspectionDataset(
+        records, classes=classes, size=size, augment=augment, seed=config.seed, cache=True
+    )
+    loader = DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
+        drop_last=len(dataset) > config.batch_size, generator=torch.Generator().manual_seed(config.seed),
+    )  # fmt: skip
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    total = config.epochs * len(loader)
+    warmup = max(1, round(config.warmup_epochs * len(loader)))
+    history: list[dict[str, float]] = []
+    step = 0
+    bar = tqdm(total=total, desc=label, unit="batch", disable=not progress, leave=False)
+    for epoch in range(config.epochs):
+        dataset.set_epoch(epoch)
+        model.train()
+        started, sums, batches = time.perf_counter(), np.zeros(2), 0
+        for batch in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total=total, warmup=warmup, peak=config.lr)
+            targets_BQ = cell_targets(batch.boxes, batch.box_labels, image_size=size, cell_size=cell)
+            class_logits, cell_logits = model(batch.images_B3SS)
+            class_loss, cell_loss = losses(
+                class_logits, cell_logits, batch.labels_B, targets_BQ, config=config
+            )
+            loss = class_loss + config.localisation_weight * cell_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+            optimizer.step()
+            sums += (class_loss.item(), cell_loss.item())
+            batches += 1
+            step += 1
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        row = {
+            "epoch": epoch + 1,
+            "class_loss": float(sums[0] / batches),
+            "cell_loss": float(sums[1] / batches),
+            "seconds": time.perf_counter() - started,
+        }
+        if valid:
+            report = evaluate(model, valid, classes=classes, box_threshold=config.box_threshold)
+            row |= {"valid_accuracy": report.accuracy, "valid_map50": report.map50}
+        history.append(row)
+    bar.close()
+    return history
+
+
+@torch.inference_mode()
+def predict(
+    model: InspectionNet, images_B3SS: torch.Tensor, *, cell_size: int, box_threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, list[Boxes]]:
+    """(class probabilities [B, C], cell label probabilities [B, Q, L], each image's boxes in the
+    model's input pixels)."""
+    class_logits_BC, cell_logits_BQL = model(images_B3SS)
+    cell_probs_BQL = patch_label_probs(cell_logits_BQL)
+    found = [boxes_from_patches(p, cell_size=cell_size, threshold=box_threshold) for p in cell_probs_BQL]
+    return F.softmax(class_logits_BC.float(), dim=-1), cell_probs_BQL, found
+
+
+def evaluate(
+    model: nn.Module,
+    records: list[ImageRecord],
+    *,
+    classes: list[str],
+    box_threshold: float = TrainingConfig.box_threshold,
+    batch_size: int = 64,
+) -> Evaluation:
+    """Image-class accuracy and recall, and box mAP at IoU 0.5, of `model` on `records`."""
+    model.eval()
+    size, cell = config_of(model).image_size, config_of(model).cell
+    dataset = InspectionDataset(records, classes=classes, size=size)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    predicted, true, found, truths, loss_sum = [], [], [], [], 0.0
+    with torch.inference_mode():
+        for batch in loader:
+            class_logits, _ = model(batch.images_B3SS)
+            loss_sum += F.cross_entropy(class_logits.float(), batch.labels_B, reduction="sum").item()
+            _, _, boxes = predict(model, batch.images_B3SS, cell_size=cell, box_threshold=box_threshold)
+            predicted.append(class_logits.argmax(-1))
+            true.append(batch.labels_B)
+            found += boxes
+            truths += [
+                Boxes(b.numpy(), labels.numpy())
+                for b, labels in zip(batch.boxes, batch.box_labels, strict=True)
+            ]
+    predicted_N, true_N = torch.cat(predicted).numpy(), torch.cat(true).numpy()
+    mean_ap, ap_C = mean_average_precision(found, truths, num_classes=len(classes))
+    recall = {
+        name: float((predicted_N[true_N == c] == c).mean())
+        for c, name in enumerate(classes)
+        if (true_N == c).any()
+    }
+    return Evaluation(
+        images=len(records),
+        accuracy=accuracy(predicted_N, true_N),
+        recall=recall,
+        map50=mean_ap,
+        ap50={name: float(ap) for name, ap in zip(classes, ap_C, strict=True)},
+        loss=loss_sum / len(records),
+    )
+
+
+@dataclass
+class Splits:
+    train: list[ImageRecord]
+    valid: list[ImageRecord]
+    test: list[ImageRecord]
+    classes: list[str]
+
+
+def read_splits(root: str | Path | None = None) -> Splits:
+    """A data set's train, val and test splits (its split.csv, else `split_records`'s 80/10/10)
+    and its class names; NEU-DET when `root` is None."""
+    root = root if root is not None else dataset_dir("neu_det")
+    train, valid, test = (read_folder(root, split=s) for s in ("train", "val", "test"))  # type: ignore[arg-type]
+    return Splits(train, valid, test, class_names(train + valid + test))
+
+
+def train_inspection_model(
+    model_config: QCModelConfig,
+    config: TrainingConfig,
+    *,
+    data: Splits,
+    progress: bool = True,
+) -> tuple[QCModel, list[dict[str, float]]]:
+    """A fresh QCModel trained on `data.train` (validated each epoch on `data.valid`)."""
+    if model_config.num_classes != len(data.classes):
+        model_config = QCModelConfig(**(asdict(model_config) | {"num_classes": len(data.classes)}))
+    torch.manual_seed(config.seed)
+    model = QCModel(model_config)
+    history = fit(model, data.train, classes=data.classes, config=config, valid=data.valid, progress=progress)
+    return model.eval(), history
