@@ -12,6 +12,7 @@
                                          # medical :8503, fraud desk :8504, a day replayed into it)
     verticals cs train intents --out DIR  # customer-service adapters, knowledge base, console
     verticals code eval humaneval        # code assist: index a repository, evaluate a model, train, UI
+    verticals qc train                   # industrial QC: train, evaluate, export the inspection model
     verticals train base --preset embedded --steps 2500 --export core_model/assets/embedded
     torchrun --nproc-per-node 2 -m apps.cli train base ...        # the same, over 2 processes
     verticals train adapter --task sequence-classification --train t.jsonl --dev d.jsonl --out adapters/x
@@ -37,6 +38,8 @@ from apps.customer_service import commands as cs_commands
 from apps.customer_service.settings import CustomerServiceSettings
 from apps.finance_risk import commands as finance_commands
 from apps.finance_risk.settings import FinanceSettings
+from apps.industrial_qc import commands as qc_commands
+from apps.industrial_qc.settings import QCSettings
 from apps.medical import commands as medical_commands
 from apps.medical.settings import MedicalSettings
 from core_model import ConfigError, MoEConfig
@@ -128,6 +131,29 @@ def main(argv: list[str] | None = None) -> int:
         help="finance: alert when a score reaches this (default %(default)s; a request may set its own)",
     )  # fmt: skip
     serve.add_argument("--no-finance", action="store_true", help="leave the /finance router out")
+    serve.add_argument(
+        "--qc-model", default=QCSettings.model,
+        help="industrial QC: the inspection model folder (default: %(default)s; "
+        "/qc/inspect answers 503 without one)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--qc-database", default=QCSettings.database,
+        help="industrial QC: the database of inspections, feedback and settings (default: %(default)s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--qc-images", default=QCSettings.images,
+        help="industrial QC: the folder of uploaded images, one file per content (default: %(default)s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--qc-threshold", type=float, default=QCSettings.threshold,
+        help="industrial QC: a part fails when pred_score reaches this, until an operator sets one "
+        "(default %(default)s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--qc-backend", choices=["torch", "onnx"], default=QCSettings.backend,
+        help="industrial QC: run the model in PyTorch or onnxruntime (exported on first use)",
+    )  # fmt: skip
+    serve.add_argument("--no-qc", action="store_true", help="leave the /qc router out")
     run = commands.add_parser("run", help="the suite's API and the customer-service console (`make run`)")
     run.add_argument("--port", type=int, default=8000, help="API port")
     run.add_argument("--console-port", type=int, default=8501, help="customer-service console port")
@@ -147,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-finance-replay", action="store_true", help="no seeding and no replay of a day")
     run.add_argument("--finance-model", default=FinanceSettings.model, help="the fraud model (%(default)s)")
     run.add_argument("--finance-database", default=FinanceSettings.database, help="(default: %(default)s)")
+    run.add_argument("--qc-model", default=QCSettings.model, help="the inspection model (%(default)s)")
+    run.add_argument("--qc-database", default=QCSettings.database, help="(default: %(default)s)")
+    run.add_argument("--qc-images", default=QCSettings.images, help="(default: %(default)s)")
     _add_train_commands(commands)
     cs_commands.add_commands(commands)
     code_commands.add_commands(commands)
     medical_commands.add_commands(commands)
     finance_commands.add_commands(commands)
+    qc_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -170,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             medical_commands.run(args)
         elif args.command == "finance":
             finance_commands.run(args)
+        elif args.command == "qc":
+            qc_commands.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"verticals: error: {error}", file=sys.stderr)
         return 2
@@ -223,9 +255,16 @@ def run_server(args: argparse.Namespace) -> None:
         finance = FinanceSettings(
             database=args.finance_database, model=args.finance_model, threshold=args.finance_threshold
         )
+    industrial_qc = None
+    if not args.no_qc:
+        industrial_qc = QCSettings(
+            database=args.qc_database, model=args.qc_model, images=args.qc_images,
+            threshold=args.qc_threshold, backend=args.qc_backend,
+        )  # fmt: skip
     app = create_app(
-        settings, customer_service=customer_service, code_assist=code_assist, medical=medical, finance=finance
-    )
+        settings, customer_service=customer_service, code_assist=code_assist, medical=medical,
+        finance=finance, industrial_qc=industrial_qc,
+    )  # fmt: skip
     auth = "Bearer key required" if settings.api_key else "no API key"
     print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
@@ -258,7 +297,8 @@ def run_suite(args: argparse.Namespace) -> None:
                 settings=FinanceSettings(database=args.finance_database, model=args.finance_model),
             )  # fmt: skip
         main(["serve", "--port", str(args.port), "--finance-model", args.finance_model,
-              "--finance-database", args.finance_database])  # fmt: skip
+              "--finance-database", args.finance_database, "--qc-model", args.qc_model,
+              "--qc-database", args.qc_database, "--qc-images", args.qc_images])  # fmt: skip
     finally:
         for process in [*pages, *([replay] if replay else [])]:
             process.terminate()

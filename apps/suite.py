@@ -1,6 +1,6 @@
 """The suite's one FastAPI app: the model loaded once, the OpenAI-compatible API, and every
 vertical's router (customer service under /cs, code assist under /code, medical under /medical,
-finance under /finance).
+finance under /finance, industrial QC under /qc).
 
     verticals serve                                   # this app under uvicorn on 127.0.0.1:8000
     verticals serve --model CHECKPOINT --port 8001    # a Hugging Face directory with tokenizer files
@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from apps.code_assist.settings import CodeAssistSettings
 from apps.customer_service.settings import CustomerServiceSettings
 from apps.finance_risk.settings import FinanceSettings
+from apps.industrial_qc.settings import QCSettings
 from apps.medical.settings import MedicalSettings
 from core_model import load_model, load_tokenizer
 from core_model.checkpoint import serving_dtype
@@ -37,6 +38,7 @@ def create_app(
     code_assist: CodeAssistSettings | None = None,
     medical: MedicalSettings | None = None,
     finance: FinanceSettings | None = None,
+    industrial_qc: QCSettings | None = None,
 ) -> FastAPI:
     """Loads the model, tokenizer, engine and adapters that `settings` name, and mounts every router:
     each vertical's when its settings are given (they share the engine: drafts, completions).
@@ -83,4 +85,9 @@ def create_app(
         from apps.finance_risk.service import FinanceService
 
         finance_api.mount(app, FinanceService.start(finance))
+    if industrial_qc is not None:
+        from apps.industrial_qc import api as qc_api
+        from apps.industrial_qc.service import QCService
+
+        qc_api.mount(app, QCService.start(industrial_qc))
     return app
