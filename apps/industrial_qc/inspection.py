@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 
 from .dataset import GOOD, load_image
 from .detection import BACKGROUND, boxes_from_patches, grid_side, patch_label_probs
-from .model import CARD, WEIGHTS, QCModelConfig
+from .model import CARD, WEIGHTS, QCModelConfig, load_qc_model
 from .settings import Backend
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -152,17 +152,27 @@ def model_version(directory: str | Path) -> str:
 def load_inspector(directory: str | Path, *, backend: Backend = "torch") -> Inspector:
     """The model saved in `directory`, served by `backend` ("torch", or "onnx": exported there
     first when stale, see `export.load_backend`); a NoModel saying how to get one when the folder
-    holds none, a ValueError when it is not one."""
+    holds none, a ValueError when it is not one or the backend is unavailable."""
     directory = Path(directory)
     if not (directory / CARD).is_file():
         raise NoModel(
-            f"no inspection model at {directory} (needs {WEIGHTS} and {CARD}): train one and serve "
-            f"its folder with `verticals serve --qc-model DIR`"
+            f"no inspection model at {directory} (needs {WEIGHTS} and {CARD}): train one with "
+            f"`verticals qc train --out DIR` and serve its folder with `verticals serve --qc-model DIR`"
         )
-    from .export import load_backend  # here: onnxruntime is loaded only by a server that inspects
-
-    forward, card = load_backend(directory, backend)
+    forward, card = _load_backend(directory, backend)
     return Inspector(forward, card, version=model_version(directory))
+
+
+def _load_backend(directory: Path, backend: Backend) -> tuple[Forward, dict[str, Any]]:
+    try:  # here, not at the top: onnxruntime is loaded only by a server that inspects
+        from .export import load_backend
+    except ImportError as error:  # no export module or no onnxruntime: PyTorch serves alone
+        if backend != "torch":
+            raise ValueError(
+                f"the {backend} backend is unavailable ({error}): use --qc-backend torch"
+            ) from None
+        return load_qc_model(directory)
+    return load_backend(directory, backend)
 
 
 # ------------------------------------------------------------------------------------ overlay

@@ -43,6 +43,7 @@ class QCService:
         self.settings, self.store, self.images = settings, store, images
         self.inspector: Inspector | None = None
         self._stamp: tuple[int, ...] | None = None  # the model files it was loaded from
+        self._load_error: str | None = None  # why the model there was not loaded, if it was not
         self._model_lock = threading.Lock()
         self._load_model()
 
@@ -68,15 +69,18 @@ class QCService:
                 inspector = load_inspector(folder, backend=self.settings.backend)
             except (NoModel, ValueError, OSError) as error:  # half written: the next call tries again
                 log.warning("inspection model at %s not loaded: %s", folder, error)
+                self._load_error = str(error)
                 return
-            self.inspector, self._stamp = inspector, stamp
+            self.inspector, self._stamp, self._load_error = inspector, stamp, None
         log.info("inspection model %s loaded from %s (%s)", inspector.version, folder, self.settings.backend)
 
     def no_model(self) -> str:
+        if self._load_error is not None:
+            return f"no inspection model is loaded: {self.settings.model} failed to load: {self._load_error}"
         return (
             f"no inspection model is loaded: none at {self.settings.model} (it needs {WEIGHTS} and {CARD}, "
-            f"as save_qc_model writes them); train one and serve its folder with "
-            f"`verticals serve --qc-model DIR`"
+            f"as save_qc_model writes them); train one with `verticals qc train --out {self.settings.model}` "
+            f"or serve another folder with `verticals serve --qc-model DIR`"
         )
 
     def health(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from apps.industrial_qc.api import FORM_OVERHEAD
-from apps.industrial_qc.service import QCService
+from apps.industrial_qc.service import NoModel, QCService
 from apps.industrial_qc.settings import QCSettings
 from apps.suite import create_app
 from core_model.serve import ServeSettings
@@ -265,3 +265,19 @@ def test_without_a_model_inspection_is_a_503_that_says_what_to_do_and_reads_stil
         assert httpx.get(f"{url}/qc/health").json()["status"] == "no model"
         assert httpx.get(f"{url}/qc/inspections").json() == {"inspections": []}
         assert httpx.get(f"{url}/qc/settings").json()["threshold"] == 0.5
+
+
+def test_a_model_folder_that_fails_to_load_says_why(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model": {}}')  # no class names
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    service = QCService.start(
+        QCSettings(
+            database=f"sqlite:///{tmp_path / 'qc.db'}", model=str(folder), images=str(tmp_path / "img")
+        )
+    )
+    with pytest.raises(NoModel, match="failed to load: .*not a QC model card"):
+        service.inspect([("a.png", png_bytes(8, 8))], line_id="L1", station_id="S1")
+    assert service.health()["status"] == "no model"
+    service.store.close()
