@@ -190,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up or serves no model."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s qc-replay %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per part: progress every 10 s
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

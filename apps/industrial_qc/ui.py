@@ -124,11 +124,13 @@ def part_title(part: dict[str, Any]) -> str:
 
 
 def rate_chart(rates: pd.DataFrame, limits: dict[str, float]) -> alt.LayerChart | alt.FacetChart:
+    # about a tick a bucket (vega then picks the bucket's own step), so no two ticks share a label
+    ticks = min(12, max(1, rates["start"].nunique() - 1))
     lines = (
         alt.Chart(rates)
         .mark_line(point=True)
         .encode(
-            x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M")),
+            x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M", tickCount=ticks)),
             y=alt.Y("rate:Q", title="failed parts %", scale=alt.Scale(domain=[0, 100])),
             color=alt.Color("series:N", title="line · station"),
             tooltip=["series", alt.Tooltip("start:T", format="%H:%M"), "inspected", "failed", "rate"],
@@ -314,7 +316,8 @@ def render_board(client: QCClient, args: argparse.Namespace, period: str) -> Non
     render_alerts(fetch(client.alerts, window_minutes=minutes), window_minutes=minutes)
     render_figures(line_totals(buckets))
     limits = line_limits(settings, known_lines(settings, buckets))
-    render_charts(rate_frame(buckets), pareto_frame(fetch(client.pareto, since=since)), limits)
+    pareto = pareto_frame(fetch(client.pareto, since=since))
+    render_charts(rate_frame(buckets), pareto, limits)
     render_parts(client, args, fetch(client.inspections, failed=True, limit=PARTS_SHOWN))
 
 

@@ -72,6 +72,11 @@ def test_the_dashboard_shows_the_line_and_stores_a_false_alarm(qc_url, client, l
         streamlit_page(UI, args=args, log=tmp_path / "ui.log") as ui_url,
         chromium_page(ui_url, width=1400, height=1800, timeout_s=30) as page,
     ):
+        errors: list[str] = []  # a chart vega cannot draw fails only in the browser's console
+        page.on(
+            "console",
+            lambda m: m.type == "error" and "Failed to load resource" not in m.text and errors.append(m.text),
+        )
         expect(page.get_by_text("Defect dashboard", exact=True)).to_be_visible()
         banner = page.get_by_test_id("stAlertContentError")
         expect(banner.filter(has_text="Line L1: 100% of its parts failed")).to_be_visible()
@@ -93,6 +98,7 @@ def test_the_dashboard_shows_the_line_and_stores_a_false_alarm(qc_url, client, l
         page.get_by_role("button", name="Save settings").click()
         expect(page.get_by_text("Threshold 0.01 saved")).to_be_visible()
         save_screenshot(page, tmp_path / "qc_dashboard.png")
+        assert errors == []
 
     assert client.inspection(str(newest))["feedback"]["verdict"] == "false_alarm"
     assert client.settings()["threshold"] == pytest.approx(0.01)
