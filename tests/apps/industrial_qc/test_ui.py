@@ -1,6 +1,6 @@
 """The defect dashboard's helpers, without a browser: the API's answers shaped into chart rows,
 alert sentences, limits and captions; and the page itself (Streamlit's AppTest) saying plainly
-that the API cannot be reached.
+that the API cannot be reached, or that it serves no model (the suite's /qc on loopback).
 
 .venv/bin/python -m pytest -q tests/apps/industrial_qc/test_ui.py
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apps.industrial_qc.settings import QCSettings
 from apps.industrial_qc.ui import (
     alert_sentences,
     known_lines,
@@ -20,7 +21,11 @@ from apps.industrial_qc.ui import (
     rate_frame,
     verdict_text,
 )
-from tests.loopback import ROOT, free_port
+from apps.suite import create_app
+from core_model.serve import ServeSettings
+from tests.loopback import ROOT, free_port, serving
+
+PAGE = str(ROOT / "apps" / "industrial_qc" / "ui.py")
 
 
 def bucket(start: str, line: str, station: str, inspected: int, failed: int) -> dict:
@@ -95,7 +100,27 @@ def test_a_part_says_its_class_score_station_and_verdict():
 def test_the_page_says_when_the_api_cannot_be_reached(monkeypatch):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("VERTICALS_API_URL", url)
-    page = AppTest.from_file(str(ROOT / "apps" / "industrial_qc" / "ui.py"), default_timeout=30).run()
+    page = AppTest.from_file(PAGE, default_timeout=30).run()
     assert [e.value for e in page.error] == [
         f"Cannot reach the inspection API at {url}: start it with `make run`."
     ]
+
+
+def test_the_page_says_when_no_model_is_served_and_shows_the_empty_line(monkeypatch, checkpoint, tmp_path):
+    settings = QCSettings(
+        database=f"sqlite:///{tmp_path / 'qc.db'}",
+        model=str(tmp_path / "no_model"),
+        images=str(tmp_path / "img"),
+    )
+    with serving(create_app(ServeSettings(model=str(checkpoint)), industrial_qc=settings)) as url:
+        monkeypatch.setenv("VERTICALS_API_URL", url)
+        page = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert page.error == []
+    assert page.warning[0].value.startswith("No inspection model is served, so no new part is inspected: ")
+    assert str(tmp_path / "no_model") in page.warning[0].value
+    assert [i.value for i in page.info] == [
+        "No part inspected in this period yet.",
+        "No failed part in this period yet.",
+        "No failed part yet.",
+    ]
+    assert page.slider(key="threshold").value == settings.threshold
