@@ -1,4 +1,4 @@
-"""DeepSeekMoE: router, routed experts (looped reference and grouped dispatch), shared experts.
+"""DeepSeekMoE: router, routed experts (looped reference, grouped and dense dispatch), shared experts.
 
 - `Router` scores each token against every routed expert (softmax or sigmoid), keeps the best
   `topk_group` groups of experts (DeepSeek-V3: a group scores the sum of its top two), and picks
@@ -8,6 +8,7 @@
 - `Experts` holds every routed expert stacked, as transformers 5 does ([E, 2I, D] and [E, D, I]).
   `forward_looped` is the plain reference; `forward_grouped` sorts token-expert pairs by expert
   and runs one matmul per expert over contiguous rows (or torch's grouped matmul where it runs).
+  `forward_dense` runs every expert on every token with no host sync, for `torch.export`/ONNX.
 - Load balancing: `MoE` counts tokens per expert as it runs; `update_expert_bias` applies the
   sign update from those counts, `expert_load_stats` reports them, and `MoE.balance_loss` is the
   optional sequence-wise balance loss.
@@ -18,8 +19,10 @@ I expert intermediate size, N = T * K token-expert pairs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,7 @@ from torch import nn
 
 from .config import MoEConfig
 
-Dispatch = Literal["grouped", "looped"]
+Dispatch = Literal["grouped", "looped", "dense"]
 FEW_PAIRS_MAX_CPU_BYTES = 1 << 20  # measured on a 2-core AVX-512 Xeon: see benchmarks/moe_layer.py
 
 
@@ -119,6 +122,24 @@ class Experts(nn.Module):
             y = self._expert(x_TD[token_idx], expert) * weights_TK[token_idx, slot, None]
             out_TD.index_add_(0, token_idx, y.to(x_TD.dtype))
         return out_TD
+
+    def forward_dense(
+        self, x_TD: torch.Tensor, weights_TK: torch.Tensor, expert_ids_TK: torch.Tensor
+    ) -> torch.Tensor:
+        """Every expert on every token, combined by a [T, E] weight matrix that is zero for the
+        experts a token did not choose: the grouped result up to float rounding, with static
+        shapes, no host sync and no data-dependent branch, so `torch.export` and ONNX can trace it.
+
+        Use it for export only: it costs E/K times the routed experts' FLOPs.
+        """
+        T, E = x_TD.shape[0], self.num_experts
+        weights_TE = weights_TK.new_zeros(T, E).scatter(1, expert_ids_TK, weights_TK)
+        # Two matmuls over all experts at once: [T, D] x [D, E*2I], then [T, E*I] x [E*I, D]
+        # (ONNX Runtime runs these faster than the same products written as einsums).
+        h_TE2I = F.linear(x_TD, self.gate_up_proj.flatten(0, 1)).view(T, E, -1)
+        gate, up = h_TE2I.chunk(2, dim=-1)
+        h_TEI = F.silu(gate) * up * weights_TE[..., None]
+        return F.linear(h_TEI.flatten(1), self.down_proj.transpose(0, 1).flatten(1))
 
     def project(self, rows: SortedRows, x_ND: torch.Tensor, weight: str) -> torch.Tensor:
         """x's rows (sorted by expert) through `gate_up_proj` or `down_proj` of their expert."""
@@ -230,14 +251,22 @@ class MoE(nn.Module):
         x_TD = x_BTD.reshape(B * T, D)
         scores_TE = self.gate.scores(x_TD)
         weights_TK, expert_ids_TK = self.gate.select(scores_TE)
-        counts_E = torch.bincount(expert_ids_TK.reshape(-1), minlength=self.experts.num_experts)
-        self.tokens_per_expert.add_(counts_E)  # integer counts: nothing for autograd to track
+        flat_ids_N = expert_ids_TK.reshape(-1)
+        # scatter_add_, not bincount: E counts whatever the ids, so torch.export sees no
+        # data-dependent size. It keeps the add_ as a buffer mutation; an ONNX graph holds no
+        # state, so the exported model drops it. Integer counts: nothing for autograd to track.
+        counts_E = flat_ids_N.new_zeros(self.experts.num_experts).scatter_add_(
+            0, flat_ids_N, torch.ones_like(flat_ids_N)
+        )
+        self.tokens_per_expert.add_(counts_E)
         if self.training and self.config.aux_loss_alpha > 0:
             self.balance_loss = self._sequence_balance_loss(
                 scores_TE.view(B, T, -1), expert_ids_TK.view(B, T, -1)
             )
         weights_TK = weights_TK.to(x_TD.dtype)
-        if self.dispatch == "looped":
+        if self.dispatch == "dense":
+            out_TD = self.experts.forward_dense(x_TD, weights_TK, expert_ids_TK)
+        elif self.dispatch == "looped":
             out_TD = self.experts.forward_looped(x_TD, weights_TK, expert_ids_TK)
         elif self._few_pairs_pays(x_TD, expert_ids_TK):
             return self._few_pairs(x_TD, weights_TK, expert_ids_TK).view(B, T, D)
@@ -327,6 +356,26 @@ class MoE(nn.Module):
 
 def moe_layers(model: nn.Module) -> list[tuple[str, MoE]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, MoE)]
+
+
+@contextmanager
+def moe_dispatch(model: nn.Module, dispatch: Dispatch) -> Iterator[None]:
+    """Every MoE layer of `model` runs with `dispatch` inside the block, and gets its own back after:
+
+    with moe_dispatch(model, "dense"):
+        torch.onnx.export(model, ...)
+    """
+    if dispatch not in get_args(Dispatch):
+        raise ValueError(f"dispatch must be one of {get_args(Dispatch)}, got {dispatch!r}")
+    layers = [layer for _, layer in moe_layers(model)]
+    saved = [layer.dispatch for layer in layers]
+    for layer in layers:
+        layer.dispatch = dispatch
+    try:
+        yield
+    finally:
+        for layer, previous in zip(layers, saved, strict=True):
+            layer.dispatch = previous
 
 
 @torch.no_grad()

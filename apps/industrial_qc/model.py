@@ -13,7 +13,8 @@ runs with `causal=False` so every patch reads every other, and two heads read it
 turns into boxes and a heat map. Box decoding stays outside the model, and this module's
 `forward` adds no data-dependent control flow (its shape check is constant under tracing).
 NOTE: the trunk's grouped MoE dispatch (`core_model/moe.py`) sizes each expert's rows on the host,
-which `torch.export` cannot follow: ONNX export needs a dispatch without that sync.
+which `torch.export` cannot follow: ONNX export (`export.py`) runs the MoE layers with the dense
+dispatch, every expert on every token, and gives the model its grouped dispatch back after.
 
 It is not the training loop, the dataset or the CNN baseline (`baseline.py`), and holds no
 pretrained weights: the trunk is fresh (`Trunk.init_weights`).

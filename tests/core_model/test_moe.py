@@ -1,4 +1,4 @@
-"""Router, grouped dispatch against the looped reference, and load balancing.
+"""Router, grouped and dense dispatch against the looped reference, and load balancing.
 
 .venv/bin/python -m pytest tests/core_model/test_moe.py -q
 """
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core_model import MoEConfig
-from core_model.moe import MoE, Router, expert_load_stats, update_expert_bias
+from core_model.moe import MoE, Router, expert_load_stats, moe_dispatch, update_expert_bias
 
 
 def _moe(config: MoEConfig, seed: int = 0) -> MoE:
@@ -85,6 +85,52 @@ def test_grouped_dispatch_gradients_match_the_reference():
         moe(x_BTD).square().sum().backward()
         grads[dispatch] = moe.experts.gate_up_proj.grad.clone()
     assert torch.allclose(grads["grouped"], grads["looped"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_shared", [None, 1, 2])
+@pytest.mark.parametrize("tokens", [1, 5, 64])
+def test_dense_dispatch_matches_grouped_and_looped(n_shared, tokens):
+    moe = _moe(MoEConfig.preset("tiny").replace(n_shared_experts=n_shared))
+    x_BTD = torch.randn(2, tokens, moe.config.hidden_size)
+    outputs = {}
+    with torch.no_grad():
+        for dispatch in ("looped", "grouped", "dense"):
+            moe.dispatch = dispatch
+            outputs[dispatch] = moe(x_BTD)
+    assert torch.allclose(outputs["dense"], outputs["grouped"], atol=1e-5)
+    assert torch.allclose(outputs["dense"], outputs["looped"], atol=1e-5)
+
+
+def test_dense_dispatch_gradients_match_the_reference():
+    moe = _moe(MoEConfig.preset("tiny"))
+    x_BTD = torch.randn(2, 7, moe.config.hidden_size, requires_grad=True)
+    grads = {}
+    for dispatch in ("looped", "dense"):
+        moe.zero_grad()
+        x_BTD.grad = None
+        moe.dispatch = dispatch
+        moe(x_BTD).square().sum().backward()
+        grads[dispatch] = [
+            moe.experts.gate_up_proj.grad,
+            moe.experts.down_proj.grad,
+            moe.gate.weight.grad,
+            x_BTD.grad,
+        ]
+    for dense, looped in zip(grads["dense"], grads["looped"], strict=True):
+        assert torch.allclose(dense, looped, rtol=1e-4, atol=1e-4)
+
+
+def test_moe_dispatch_switches_every_layer_and_restores_each():
+    from core_model import load_model
+
+    model = load_model("tiny")
+    layers = [module for module in model.modules() if isinstance(module, MoE)]
+    layers[0].dispatch = "looped"
+    with moe_dispatch(model, "dense"):
+        assert all(layer.dispatch == "dense" for layer in layers)
+    assert [layer.dispatch for layer in layers] == ["looped"] + ["grouped"] * (len(layers) - 1)
+    with pytest.raises(ValueError, match="dispatch must be one of"), moe_dispatch(model, "sparse"):
+        pass
 
 
 def test_bias_update_favours_the_under_loaded_experts():
