@@ -195,14 +195,11 @@ def post_verdict(client: QCClient, inspection_id: Any, verdict: str) -> None:
     st.session_state.qc_message = ("success", f"Part #{inspection_id} marked {VERDICTS[verdict]}.")
 
 
-def save_settings(client: QCClient, lines: list[str], default_limit: float) -> None:
-    """The settings form's callback: the threshold and every line's limit in one PUT (with the
-    default limit as it was, so that every field is there)."""
+def save_settings(client: QCClient, lines: list[str]) -> None:
+    """The settings form's callback: the threshold and every line's limit in one PUT."""
     limits = {line: st.session_state[f"limit-{line}"] / 100 for line in lines}
     try:
-        client.put_settings(
-            threshold=st.session_state.threshold, default_line_limit=default_limit, line_limits=limits
-        )
+        client.put_settings(threshold=st.session_state.threshold, line_limits=limits)
     except QCApiError as error:
         st.session_state.qc_message = ("error", f"Settings not saved: {error.message}")
         return
@@ -227,10 +224,7 @@ def render_settings(client: QCClient, settings: dict[str, Any], lines: list[str]
                 f"Line {line}: alert above this failure rate (%)", 0.0, 100.0,
                 round(100 * limits[line], 1), 1.0, key=f"limit-{line}",
             )  # fmt: skip
-        default_limit = float(settings.get("default_line_limit", DEFAULT_LIMIT))
-        st.form_submit_button(
-            "Save settings", type="primary", on_click=save_settings, args=(client, lines, default_limit)
-        )
+        st.form_submit_button("Save settings", type="primary", on_click=save_settings, args=(client, lines))
     st.caption(NEU_CAPTION)
 
 
