@@ -109,15 +109,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interle
     return x_halves * cos + x_swapped * sin  # (x1 cos - x2 sin, x2 cos + x1 sin)
 
 
-@functools.cache
 def _rope_orders(dim: int, *, interleave: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index orders that give (x1, x2) and (x2, x1) from a rotary vector in the checkpoint's layout."""
+    """Index orders that give (x1, x2) and (x2, x1) from a rotary vector in the checkpoint's layout.
+
+    Cached, except while torch.export or torch.compile traces: a tensor made there is a fake one,
+    and cached it would break every later eager call (an ONNX export, then serving in PyTorch)."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return _make_rope_orders(dim, interleave=interleave, device=device)
+    return _cached_rope_orders(dim, interleave=interleave, device=device)
+
+
+def _make_rope_orders(
+    dim: int, *, interleave: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode(False):  # cached: must also serve code that records gradients
         if interleave:
             first, second = torch.arange(0, dim, 2), torch.arange(1, dim, 2)
         else:
             first, second = torch.arange(dim // 2), torch.arange(dim // 2, dim)
         return torch.cat((first, second)).to(device), torch.cat((second, first)).to(device)
+
+
+_cached_rope_orders = functools.cache(_make_rope_orders)
 
 
 class MultiHeadLatentAttention(nn.Module):

@@ -52,12 +52,6 @@ def export_onnx(model: QCModel, path: str | Path, *, opset: int = DEFAULT_OPSET)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        with torch.no_grad():
-            # NOTE: core_model caches index tensors (`attention._rope_orders`, functools.cache);
-            # filled first inside the exporter's trace they would hold its fake tensors, and
-            # every later eager forward would fail. One eager forward fills them with real ones
-            # (and, like any forward, adds its tokens to the MoE load counts).
-            model(images_BCSS)
         with moe_dispatch(model, "dense"):
             torch.onnx.export(
                 model,
