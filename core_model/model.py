@@ -159,14 +159,6 @@ class MoEForCausalLM(nn.Module):
         losses = [m.balance_loss for m in self.modules() if isinstance(m, MoE) and m.balance_loss is not None]
         return torch.stack(losses).sum() if losses else None
 
-    def set_moe_dispatch(self, dispatch: str) -> None:
-        """'grouped' (default, fast) or 'looped' (the plain reference)."""
-        if dispatch not in ("grouped", "looped"):
-            raise ValueError(f"dispatch must be 'grouped' or 'looped', got {dispatch!r}")
-        for module in self.modules():
-            if isinstance(module, MoE):
-                module.dispatch = dispatch  # type: ignore[assignment]
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
 
