@@ -9,7 +9,8 @@
     verticals serve --cs-database postgresql://...  # the customer-service router's database (/cs)
     verticals serve --code-index runs/code_assist/index   # code completions with repository context (/code)
     verticals run                        # `make run`: the API and every page (console :8501, code :8502,
-                                         # medical :8503, fraud desk :8504, a day replayed into it)
+                                         # medical :8503, fraud desk :8504 with a day replayed into it,
+                                         # defect dashboard :8505 with a simulated line)
     verticals cs train intents --out DIR  # customer-service adapters, knowledge base, console
     verticals code eval humaneval        # code assist: index a repository, evaluate a model, train, UI
     verticals qc train                   # industrial QC: train, evaluate, export the inspection model
@@ -39,6 +40,7 @@ from apps.customer_service.settings import CustomerServiceSettings
 from apps.finance_risk import commands as finance_commands
 from apps.finance_risk.settings import FinanceSettings
 from apps.industrial_qc import commands as qc_commands
+from apps.industrial_qc import desk as qc_desk
 from apps.industrial_qc.settings import QCSettings
 from apps.medical import commands as medical_commands
 from apps.medical.settings import MedicalSettings
@@ -173,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-finance-replay", action="store_true", help="no seeding and no replay of a day")
     run.add_argument("--finance-model", default=FinanceSettings.model, help="the fraud model (%(default)s)")
     run.add_argument("--finance-database", default=FinanceSettings.database, help="(default: %(default)s)")
+    run.add_argument("--qc-port", type=int, default=qc_desk.DEFAULT_UI_PORT, help="defect dashboard port")
+    run.add_argument(
+        "--qc-rate", type=float, default=1.0, help="simulated line: parts per second (%(default)s)"
+    )
+    run.add_argument("--no-qc-replay", action="store_true", help="no simulated production line")
     run.add_argument("--qc-model", default=QCSettings.model, help="the inspection model (%(default)s)")
     run.add_argument("--qc-database", default=QCSettings.database, help="(default: %(default)s)")
     run.add_argument("--qc-images", default=QCSettings.images, help="(default: %(default)s)")
@@ -282,25 +289,29 @@ def run_suite(args: argparse.Namespace) -> None:
         code_commands.ui_process(api=api, port=args.code_port),
         medical_commands.ui_process(api=api, port=args.medical_port),
         finance_commands.ui_process(api=api, port=args.finance_port),
+        qc_desk.ui_process(api=api, port=args.qc_port),
     ]
     print(f"verticals: agent console at http://127.0.0.1:{args.console_port} (API {api})")
     print(f"verticals: code assist at http://127.0.0.1:{args.code_port}; editors: {api}/code")
     print(f"verticals: medical federation page at http://127.0.0.1:{args.medical_port}")
     print(f"verticals: fraud desk at http://127.0.0.1:{args.finance_port}")
+    print(f"verticals: defect dashboard at http://127.0.0.1:{args.qc_port}")
     # uvicorn stops on SIGTERM, then raises it again: exiting then runs the `finally` that stops the pages
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    replay = None
+    replays: list = []
     try:
         if not args.no_finance_replay:  # the pages wait for the API meanwhile
-            replay = finance_commands.start_replay(
+            replays.append(finance_commands.start_replay(
                 api=api, day=args.finance_day, rate=args.finance_rate,
                 settings=FinanceSettings(database=args.finance_database, model=args.finance_model),
-            )  # fmt: skip
+            ))  # fmt: skip
+        if not args.no_qc_replay:  # it waits for the API too
+            replays.append(qc_desk.start_replay(api=api, rate=args.qc_rate, model=args.qc_model))
         main(["serve", "--port", str(args.port), "--finance-model", args.finance_model,
               "--finance-database", args.finance_database, "--qc-model", args.qc_model,
               "--qc-database", args.qc_database, "--qc-images", args.qc_images])  # fmt: skip
     finally:
-        for process in [*pages, *([replay] if replay else [])]:
+        for process in [*pages, *(replay for replay in replays if replay)]:
             process.terminate()
             process.wait(timeout=10)
 

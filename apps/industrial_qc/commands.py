@@ -5,20 +5,29 @@
     verticals qc train --preset tiny --epochs 1 --limit 64 --out /tmp/qc    # a smoke run (seconds)
     verticals qc evaluate --model runs/qc/model --split test                # accuracy, recall, mAP50
     verticals qc export --model runs/qc/model                               # model.onnx beside it
+    verticals qc ui --api http://127.0.0.1:8000 --port 8505                 # the defect dashboard
+    verticals qc replay --api http://127.0.0.1:8000 --rate 2 --count 100    # a simulated line
 
 `train` fits a fresh model with `training.fit` (validated on the val split each epoch) and saves it
 with its test figures in the card; `evaluate` prints a saved model's figures on a split; `export`
-writes the ONNX file that `verticals serve --qc-backend onnx` serves. A folder without a split.csv is
-split 80/10/10 by class (`dataset.split_records`). Arguments are parsed here and handed to the
-modules that do the work; torch is imported by the handlers only.
+writes the ONNX file that `verticals serve --qc-backend onnx` serves; `ui` starts the operators'
+dashboard (`ui.py`); `replay` posts test images to the API as a production line would (`replay.py`).
+A folder without a split.csv is split 80/10/10 by class (`dataset.split_records`). Arguments are
+parsed here and handed to the modules that do the work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
+
+from .desk import DEFAULT_UI_PORT, ui_process
+from .replay import add_options as add_replay_options
+from .replay import run as run_line
 
 DEFAULT_OUT = Path("runs/qc/model")
 
@@ -52,6 +61,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     export = kinds.add_parser("export", help="write model.onnx beside a saved model")
     export.add_argument("--model", type=Path, required=True, help="a folder written by `qc train`")
+
+    ui = kinds.add_parser("ui", help="the operators' defect dashboard (Streamlit)")
+    ui.add_argument("--api", default="http://127.0.0.1:8000", help="the suite's URL (%(default)s)")
+    ui.add_argument("--api-key", default=os.environ.get("VERTICALS_API_KEY"))
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    ui.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help="(%(default)s)")
+    ui.add_argument("--refresh", type=float, default=5, help="seconds between redraws (%(default)s)")
+
+    replay = kinds.add_parser("replay", help="post test images to the inspection API as a line")
+    add_replay_options(replay)
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
@@ -107,5 +126,19 @@ def run_export(args: argparse.Namespace) -> None:
     print(f"qc: wrote {export_saved_model(args.model)}")
 
 
+def run_ui(args: argparse.Namespace) -> None:
+    page = ui_process(
+        api=args.api, api_key=args.api_key, port=args.port, host=args.host, refresh=args.refresh
+    )
+    sys.exit(page.wait())
+
+
+def run_replay(args: argparse.Namespace) -> None:
+    sys.exit(run_line(args))
+
+
 def run(args: argparse.Namespace) -> None:
-    {"train": run_train, "evaluate": run_evaluate, "export": run_export}[args.qc_command](args)
+    handlers = {
+        "train": run_train, "evaluate": run_evaluate, "export": run_export, "ui": run_ui, "replay": run_replay
+    }  # fmt: skip
+    handlers[args.qc_command](args)

@@ -167,10 +167,8 @@ def post_part(
     )
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m apps.industrial_qc.replay", description="post test images to /qc/inspect as a line"
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The replay's options, on its own parser or on `verticals qc replay`'s."""
     parser.add_argument("--api", default=DEFAULT_URL, help="the suite's URL (%(default)s)")
     parser.add_argument("--api-key", default=os.environ.get("VERTICALS_API_KEY"))
     parser.add_argument("--rate", type=float, default=2.0, help="parts per second; 0: at once (%(default)s)")
@@ -182,13 +180,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="sent with each part (default: the API's)")
     parser.add_argument("--seed", type=int, default=0, help="the order of the images (%(default)s)")
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for the API (%(default)s)")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.industrial_qc.replay", description="post test images to /qc/inspect as a line"
+    )
+    add_options(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     """The replay as a process: 0 after `--count` parts or a SIGTERM, 1 when the API never came
     up or serves no model."""
-    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s qc-replay %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per part: progress every 10 s
     stop = threading.Event()
