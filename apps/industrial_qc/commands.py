@@ -49,6 +49,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=TrainingConfig.seed)
     train.add_argument("--limit", type=int, help="at most this many images per split (a smoke run)")
     train.add_argument(
+        "--precision", choices=("float32", "int8"), default="float32",
+        help="the saved weights: int8 takes a quarter of the bytes (the shipped model's) (%(default)s)",
+    )  # fmt: skip
+    train.add_argument(
         "--out", type=Path, default=DEFAULT_OUT,
         help="(default: %(default)s; the shipped model is not overwritten unless named)",
     )  # fmt: skip
@@ -105,7 +109,7 @@ def run_train(args: argparse.Namespace) -> None:
         )
     test = evaluate(model, data.test, classes=data.classes, box_threshold=config.box_threshold)
     metrics = {"test_accuracy": test.accuracy, "test_map50": test.map50, "epochs": config.epochs}
-    save_qc_model(model, args.out, class_names=data.classes, metrics=metrics)
+    save_qc_model(model, args.out, class_names=data.classes, metrics=metrics, precision=args.precision)
     print(f"qc: test accuracy {test.accuracy:.4f}, mAP50 {test.map50:.3f}; saved {args.out}")
 
 

@@ -28,7 +28,7 @@ import hashlib
 import io
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +59,13 @@ class Finding:
     anomaly_map: dict[str, Any]  # {"rows", "cols", "values": row-major, 3 decimals}
 
 
-def config_of(card: dict[str, Any]) -> QCModelConfig:
-    known = {f.name for f in fields(QCModelConfig)}
-    return QCModelConfig(**{k: v for k, v in card["model"].items() if k in known})
-
-
 class Inspector:
     """A model (any `Forward`) and its card; `inspect` may be called from several threads (one
     forward at a time)."""
 
     def __init__(self, forward: Forward, card: dict[str, Any], *, version: str) -> None:
         self.forward, self.card, self.version = forward, card, version
-        self.config = config_of(card)
+        self.config = QCModelConfig.from_card(card)
         self.class_names = [str(name) for name in card["class_names"]]
         self.good = self.class_names.index(GOOD) if GOOD in self.class_names else None
         self._lock = threading.Lock()

@@ -4,6 +4,7 @@ encoder, with a defect-class head and a per-patch localisation head.
     model = QCModel(QCModelConfig.preset("small"))
     class_logits_BC, patch_logits_BPL = model(images_BCSS)         # images in [0, 1]
     save_qc_model(model, "runs/qc/model", class_names=names, metrics={"accuracy": 0.99})
+    save_qc_model(model, "assets/model", class_names=names, precision="int8")   # a quarter the bytes
     model, card = load_qc_model("runs/qc/model")                   # card: config.json as a dict
 
 Images enter through `PatchEmbedder` (a strided convolution and 2-D learned positions), the trunk
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -70,6 +71,12 @@ class QCModelConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> QCModelConfig:
+        """The config in a saved model's card (config.json), ignoring fields it does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in card["model"].items() if k in known})
 
     @classmethod
     def preset(cls, name: str) -> QCModelConfig:
@@ -200,38 +207,80 @@ def check_image_size(images_BCSS: torch.Tensor, config: QCModelConfig) -> None:
 
 
 WEIGHTS, CARD = "model.safetensors", "config.json"
+Precision = Literal["float32", "int8"]
+SCALE_SUFFIX = ".int8_scale"
+INT8_MIN_NUMEL = 4096  # smaller tensors (norms, biases, the heads' small matrices) stay float32
 
 
 def save_qc_model(
-    model: QCModel, directory: str | Path, *, class_names: list[str], metrics: dict[str, Any] | None = None
+    model: QCModel,
+    directory: str | Path,
+    *,
+    class_names: list[str],
+    metrics: dict[str, Any] | None = None,
+    precision: Precision = "float32",
 ) -> Path:
     """`directory`/model.safetensors and config.json (the model's shape, its class names in
-    logit order, and `metrics`)."""
+    logit order, `metrics`, and the weights' precision).
+
+    `precision="int8"` stores each large matrix as int8 with one float32 scale per row of its
+    last dimension (symmetric, absmax / 127): a quarter of the bytes, for a model shipped inside
+    the repository; `load_qc_model` turns it back into float32."""
     if len(class_names) != model.config.num_classes:
         raise ValueError(f"{len(class_names)} class names for a model of {model.config.num_classes} classes")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / WEIGHTS))
-    card = {"model": model.to_config(), "class_names": list(class_names), "metrics": metrics or {}}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if precision == "int8":
+        state = quantize_int8(state)
+    save_file(state, str(directory / WEIGHTS))
+    card = {
+        "model": model.to_config(), "class_names": list(class_names), "metrics": metrics or {},
+        "precision": precision,
+    }  # fmt: skip
     (directory / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return directory
 
 
+def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Large float tensors as int8 plus a per-row float32 scale (`name` + SCALE_SUFFIX)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.dim() < 2 or tensor.numel() < INT8_MIN_NUMEL:
+            out[name] = tensor
+            continue
+        scale = tensor.float().abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127.0
+        out[name] = (tensor.float() / scale).round().clamp(-127, 127).to(torch.int8)
+        out[name + SCALE_SUFFIX] = scale.squeeze(-1).contiguous()
+    return out
+
+
+def dequantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float32 state of `quantize_int8`'s output."""
+    return {
+        name: tensor.float() * state[name + SCALE_SUFFIX].unsqueeze(-1)
+        if name + SCALE_SUFFIX in state
+        else tensor
+        for name, tensor in state.items()
+        if not name.endswith(SCALE_SUFFIX)
+    }
+
+
 def load_qc_model(directory: str | Path) -> tuple[QCModel, dict[str, Any]]:
-    """The model saved in `directory` (eval mode) and its card, or a ValueError saying why the
-    folder is not a QC model."""
+    """The model saved in `directory` (eval mode, float32) and its card, or a ValueError saying
+    why the folder is not a QC model."""
     directory = Path(directory)
     if not (directory / WEIGHTS).is_file() or not (directory / CARD).is_file():
         raise ValueError(f"{directory}: not a QC model (needs {WEIGHTS} and {CARD})")
     card = json.loads((directory / CARD).read_text())
     if not isinstance(card.get("model"), dict) or not isinstance(card.get("class_names"), list):
         raise ValueError(f"{directory / CARD}: not a QC model card (needs 'model' and 'class_names')")
-    known = {f.name for f in fields(QCModelConfig)}
-    config = QCModelConfig(**{k: v for k, v in card["model"].items() if k in known})
+    config = QCModelConfig.from_card(card)
     if len(card["class_names"]) != config.num_classes:
         raise ValueError(
             f"{directory / CARD}: {len(card['class_names'])} class names, {config.num_classes} classes"
         )
     model = QCModel(config)
-    model.load_state_dict(load_file(str(directory / WEIGHTS)))
+    state = load_file(str(directory / WEIGHTS))
+    model.load_state_dict(dequantize_int8(state) if card.get("precision") == "int8" else state)
     return model.eval(), card

@@ -168,6 +168,23 @@ def test_save_and_load_give_the_same_outputs(tmp_path):
             assert torch.equal(before, after)
 
 
+def test_int8_weights_take_a_third_of_the_bytes_and_keep_the_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = QCModel(QCModelConfig.preset("small")).eval()
+    names = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+    save_qc_model(model, tmp_path / "f32", class_names=names)
+    save_qc_model(model, tmp_path / "int8", class_names=names, precision="int8")
+    loaded, card = load_qc_model(tmp_path / "int8")
+    assert card["precision"] == "int8"
+    size = lambda name: (tmp_path / name / "model.safetensors").stat().st_size  # noqa: E731
+    assert size("int8") < size("f32") / 3
+    images = torch.rand(2, 3, 192, 192)
+    with torch.no_grad():
+        (class_f32, cells_f32), (class_int8, cells_int8) = model(images), loaded(images)
+    assert torch.equal(class_f32.argmax(-1), class_int8.argmax(-1))
+    assert (cells_f32 - cells_int8).abs().max() < 0.05 * cells_f32.abs().max()
+
+
 def test_loading_a_folder_that_is_not_a_model_says_so(tmp_path):
     with pytest.raises(ValueError, match="not a QC model"):
         load_qc_model(tmp_path)
