@@ -206,9 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "accuracy" in args.sections:
         args.data = read_splits()
         if args.limit:
-            args.data = replace(
-                args.data, **{s: getattr(args.data, s)[: args.limit] for s in ("train", "valid", "test")}
-            )
+            args.data = args.data.limited(args.limit)
         args.model_config = replace(QCModelConfig.preset(args.preset), num_classes=len(args.data.classes))
     report: dict = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report["environment"] = environment(["cpu"])

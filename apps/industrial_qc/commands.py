@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from .desk import DEFAULT_UI_PORT, ui_process
@@ -90,9 +89,7 @@ def run_train(args: argparse.Namespace) -> None:
 
     data = read_splits(args.data)
     if args.limit:
-        data = replace(
-            data, train=data.train[: args.limit], valid=data.valid[: args.limit], test=data.test[: args.limit]
-        )
+        data = data.limited(args.limit)
     config = TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed
     )
