@@ -1,11 +1,12 @@
 """The CNN baseline: a small convolutional network with the same two outputs as `QCModel`.
 
     baseline = CNNBaseline(QCModelConfig.preset("small"))
-    class_logits_BC, cell_logits_BQL = baseline(images_BCSS)        # images in [0, 1]
+    class_logits_BC, cell_logits_BQL, distances_BQ4 = baseline(images_BCSS)   # images in [0, 1]
 
 Strided 3x3 convolution blocks (BatchNorm, ReLU) bring the image down to the model's
-localisation cells, dilated blocks widen the context, a 1x1 convolution gives each cell
-background-or-class logits, and global average pooling then a Linear give the image's class.
+localisation cells, dilated blocks widen the context, 1x1 convolutions give each cell its
+background-or-class logits and its box distances, and global average pooling then a Linear give
+the image's class.
 Same outputs, same shapes: the training loop, `detection.py` and the benchmark serve both
 models unchanged. At "small" it has 0.58 M parameters (the MoE model: 2.6 M), at "tiny" 14 k
 (ours: 30 k).
@@ -24,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from .model import QCModelConfig, check_image_size
+from .model import QCModelConfig, box_distances, check_image_size
 
 
 def conv_block(in_channels: int, out_channels: int, *, stride: int, dilation: int = 1) -> nn.Sequential:
@@ -40,7 +41,8 @@ def conv_block(in_channels: int, out_channels: int, *, stride: int, dilation: in
 
 
 class CNNBaseline(nn.Module):
-    """Images [B, 3, S, S] in [0, 1] -> (class logits [B, C], cell logits [B, Q, C + 1]).
+    """Images [B, 3, S, S] in [0, 1] -> (class logits [B, C], cell logits [B, Q, C + 1], box
+    distances [B, Q, 4]), as `QCModel`.
 
     One stride-2 block per halving down to the localisation cell (3 at 8-px cells), widths
     doubling from `width` (up to 8 x `width`); then stride-1 blocks with dilation 2, 4, ... at the
@@ -66,6 +68,7 @@ class CNNBaseline(nn.Module):
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         self.localiser = nn.Conv2d(in_channels, config.num_classes + 1, 1)
+        self.boxer = nn.Conv2d(in_channels, 4, 1)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(in_channels, config.num_classes)
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean), persistent=False)
@@ -74,9 +77,11 @@ class CNNBaseline(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         check_image_size(images_BCSS, self.config)
         x_BWGG = self.features((images_BCSS - self.pixel_mean) / self.pixel_std)
         class_logits_BC = self.classifier(self.dropout(x_BWGG.mean(dim=(2, 3))))
-        cell_logits_BLGG = self.localiser(self.dropout(x_BWGG))
-        return class_logits_BC, cell_logits_BLGG.flatten(2).transpose(1, 2)  # row-major, as the model's
+        cells_BWGG = self.dropout(x_BWGG)
+        row_major = lambda maps_BXGG: maps_BXGG.flatten(2).transpose(1, 2)  # noqa: E731 (as the model's)
+        distances_BQ4 = box_distances(row_major(self.boxer(cells_BWGG)), self.config)
+        return class_logits_BC, row_major(self.localiser(cells_BWGG)), distances_BQ4

@@ -1,8 +1,9 @@
-"""From boxes to per-patch targets, and from per-patch scores back to boxes, heat maps and metrics.
+"""From boxes to per-patch targets, and from per-patch outputs back to boxes, heat maps and metrics.
 
-    targets_P = patch_targets(boxes_N4, labels_N, image_size=192, cell_size=config.cell)  # training
+    labels_P, box_P = patch_assignment(boxes_N4, labels_N, image_size=192, cell_size=config.cell)
+    distances_P4 = distance_targets(boxes_N4, box_P, image_size=192, cell_size=config.cell)  # training
     maps_BSS = heat_maps(patch_label_probs(cell_logits_BPL), image_size=192)             # to draw
-    found = boxes_from_patches(probs_PL, cell_size=config.cell, threshold=0.5)           # one image
+    found = boxes_from_cells(probs_PL, distances_P4, cell_size=config.cell, threshold=0.5)  # one image
     mean_ap, ap_C = mean_average_precision(predictions, truths, num_classes=6)           # mAP50
 
 A "patch" here is a localisation cell of `cell_size` pixels on a square grid: the model's patch,
@@ -62,19 +63,35 @@ def patch_targets(
     cell_size: int,
     min_cover: float = 0.5,
 ) -> torch.Tensor:
-    """Per-patch training labels [P] (int64; 0 background, class k -> k + 1), row-major.
+    """Per-patch training labels [P] (int64; 0 background, class k -> k + 1), row-major: the
+    labels of `patch_assignment`."""
+    return patch_assignment(
+        boxes_N4, labels_N, image_size=image_size, cell_size=cell_size, min_cover=min_cover
+    )[0]
+
+
+def patch_assignment(
+    boxes_N4: np.ndarray | torch.Tensor,
+    labels_N: np.ndarray | torch.Tensor,
+    *,
+    image_size: int,
+    cell_size: int,
+    min_cover: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each patch's label [P] (int64; 0 background, class k -> k + 1) and the index of the box it
+    belongs to [P] (-1 for background), row-major.
 
     The rule: a box claims the patches it covers at least `min_cover` of (default: half the
     patch), and, when it covers no patch that much (a thin scratch across two patch columns),
-    the patches it covers most. A patch takes the class of the claiming box that covers the
-    largest part of it (ties: the box listed first); a patch no box claims is background. So
-    every box marks at least one patch.
+    the patches it covers most. A patch takes the claiming box that covers the largest part of
+    it (ties: the box listed first); a patch no box claims is background. So every box marks at
+    least one patch.
     """
     G = image_size // cell_size
     boxes = torch.as_tensor(np.asarray(boxes_N4, dtype=np.float32)).reshape(-1, 4)
     labels = torch.as_tensor(np.asarray(labels_N, dtype=np.int64)).reshape(-1)
     if len(boxes) == 0:
-        return torch.zeros(G * G, dtype=torch.int64)
+        return torch.zeros(G * G, dtype=torch.int64), torch.full((G * G,), -1, dtype=torch.int64)
     edges_G = torch.arange(G, dtype=torch.float32) * cell_size  # a patch's low edge, pixels
     # overlap of each box with each column / row of patches, in pixels: [N, G]
     overlap_x_NG = (
@@ -88,7 +105,39 @@ def patch_targets(
     most_N1 = cover_NP.max(dim=1, keepdim=True).values
     claims_NP = (cover_NP >= min_cover) | ((cover_NP == most_N1) & (most_N1 > 0))
     best_cover_P, best_box_P = (cover_NP * claims_NP).max(dim=0)  # max: the first of equal values
-    return torch.where(best_cover_P > 0, labels[best_box_P] + 1, BACKGROUND)
+    claimed_P = best_cover_P > 0
+    return torch.where(claimed_P, labels[best_box_P] + 1, BACKGROUND), torch.where(claimed_P, best_box_P, -1)
+
+
+def cell_centres(grid: int, cell_size: int) -> torch.Tensor:
+    """The (x, y) pixel centre of each cell of a grid x grid layout [P, 2], row-major."""
+    centres_G = (torch.arange(grid, dtype=torch.float32) + 0.5) * cell_size
+    y_GG, x_GG = torch.meshgrid(centres_G, centres_G, indexing="ij")
+    return torch.stack([x_GG.reshape(-1), y_GG.reshape(-1)], dim=-1)
+
+
+def distance_targets(
+    boxes_N4: np.ndarray | torch.Tensor, box_index_P: torch.Tensor, *, image_size: int, cell_size: int
+) -> torch.Tensor:
+    """Each patch's distances [P, 4] from its centre to the left, top, right and bottom edges of
+    the box it belongs to (`patch_assignment`'s index; zeros for background patches), as in FCOS
+    (https://arxiv.org/abs/1904.01355). A centre outside its box (a thin box claimed by the patch
+    it covers most) gets the distances clamped at 0."""
+    boxes = torch.as_tensor(np.asarray(boxes_N4, dtype=np.float32)).reshape(-1, 4)
+    P = len(box_index_P)
+    if len(boxes) == 0:
+        return torch.zeros(P, 4)
+    xy_P2 = cell_centres(image_size // cell_size, cell_size)
+    box_P4 = boxes[box_index_P.clamp(min=0)]
+    distances_P4 = torch.cat([xy_P2 - box_P4[:, :2], box_P4[:, 2:] - xy_P2], dim=-1).clamp(min=0)
+    return torch.where((box_index_P >= 0)[:, None], distances_P4, 0.0)
+
+
+def distances_to_boxes(distances_P4: torch.Tensor, *, cell_size: int, image_size: int) -> torch.Tensor:
+    """Each patch's predicted box [P, 4] (x0, y0, x1, y1), clipped to the image."""
+    xy_P2 = cell_centres(image_size // cell_size, cell_size)
+    boxes_P4 = torch.cat([xy_P2 - distances_P4[:, :2], xy_P2 + distances_P4[:, 2:]], dim=-1)
+    return boxes_P4.clamp(0, image_size)
 
 
 # ----------------------------------------------------------------------------- scores -> maps
@@ -109,80 +158,52 @@ def grid_side(num_patches: int) -> int:
 
 
 # ----------------------------------------------------------------------------- scores -> boxes
-def boxes_from_patches(
-    patch_probs_PL: torch.Tensor | np.ndarray,
+def boxes_from_cells(
+    probs_PL: torch.Tensor | np.ndarray,
+    distances_P4: torch.Tensor | np.ndarray,
     *,
     cell_size: int,
     threshold: float = 0.5,
     nms_iou: float = 0.5,
+    max_candidates: int = 300,
 ) -> Boxes:
-    """One image's predicted boxes from its per-patch label probabilities [P, C + 1].
+    """One image's predicted boxes from its cells' label probabilities [P, C + 1] and box
+    distances [P, 4].
 
-    For each class: the patches whose probability of that class is at least `threshold`, split
-    into 4-connected components; each component becomes the pixel box around its patches, scored
-    by its highest probability. Then non-maximum suppression among the class's boxes (the bounding
-    boxes of separate components can still overlap). Boxes come out by falling score.
+    Every cell whose probability of a class reaches `threshold` proposes its own box for that
+    class (its centre and the distances it predicts), scored by that probability; the best
+    `max_candidates` proposals go through non-maximum suppression per class. Boxes come out by
+    falling score, in pixels of the model's input image.
     """
-    probs_PL = np.asarray(torch.as_tensor(patch_probs_PL).detach().float().cpu())
-    P, L = probs_PL.shape
+    probs = torch.as_tensor(probs_PL).detach().float().cpu()
+    distances = torch.as_tensor(distances_P4).detach().float().cpu()
+    P, L = probs.shape
     G = grid_side(P)
-    probs_GGL = probs_PL.reshape(G, G, L)
-    boxes, labels, scores = [], [], []
-    for label in range(1, L):
-        found_N4, found_N = components_to_boxes(
-            probs_GGL[:, :, label], threshold=threshold, cell_size=cell_size
-        )
-        keep = nms(found_N4, found_N, iou_threshold=nms_iou)
-        boxes.append(found_N4[keep])
-        scores.append(found_N[keep])
-        labels.append(np.full(len(keep), label - 1))
-    boxes_N4, labels_N, scores_N = np.concatenate(boxes), np.concatenate(labels), np.concatenate(scores)
-    order = np.argsort(-scores_N, kind="stable")
-    return Boxes(boxes_N4[order], labels_N[order], scores_N[order])
-
-
-def components_to_boxes(
-    scores_GG: np.ndarray, *, threshold: float, cell_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The pixel box [N, 4] and max score [N] of each 4-connected component of cells >= threshold."""
-    G_rows, G_cols = scores_GG.shape
-    on_GG = scores_GG >= threshold
-    seen_GG = np.zeros_like(on_GG)
-    boxes, best = [], []
-    for r0, c0 in zip(*np.nonzero(on_GG), strict=True):
-        if seen_GG[r0, c0]:
-            continue
-        seen_GG[r0, c0] = True
-        stack, cells = [(r0, c0)], []
-        while stack:  # flood fill
-            r, c = stack.pop()
-            cells.append((r, c))
-            for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-                if 0 <= rr < G_rows and 0 <= cc < G_cols and on_GG[rr, cc] and not seen_GG[rr, cc]:
-                    seen_GG[rr, cc] = True
-                    stack.append((rr, cc))
-        rows, cols = np.array(cells).T
-        boxes.append(
-            [
-                cols.min() * cell_size,
-                rows.min() * cell_size,
-                (cols.max() + 1) * cell_size,
-                (rows.max() + 1) * cell_size,
-            ]
-        )
-        best.append(scores_GG[rows, cols].max())
-    return np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(best, dtype=np.float64)
+    boxes_P4 = distances_to_boxes(distances, cell_size=cell_size, image_size=G * cell_size).numpy()
+    cell_N, label_N = np.nonzero(probs[:, 1:].numpy() >= threshold)  # label_N: 0-based classes
+    scores_N = probs[:, 1:].numpy()[cell_N, label_N]
+    top = np.argsort(-scores_N, kind="stable")[:max_candidates]
+    cell_N, label_N, scores_N = cell_N[top], label_N[top], scores_N[top]
+    keep = []
+    for label in np.unique(label_N):
+        of_label = np.nonzero(label_N == label)[0]
+        keep.append(of_label[nms(boxes_P4[cell_N[of_label]], scores_N[of_label], iou_threshold=nms_iou)])
+    kept = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+    kept = kept[np.argsort(-scores_N[kept], kind="stable")]
+    return Boxes(boxes_P4[cell_N[kept]], label_N[kept], scores_N[kept])
 
 
 def nms(boxes_N4: np.ndarray, scores_N: np.ndarray, *, iou_threshold: float) -> np.ndarray:
     """Indices of the boxes kept by greedy non-maximum suppression, by falling score: a box goes
     when it overlaps a kept, higher-scored box with IoU above `iou_threshold`."""
-    order = list(np.argsort(-np.asarray(scores_N), kind="stable"))
+    order = np.argsort(-np.asarray(scores_N), kind="stable")
     iou_NN = box_iou(boxes_N4, boxes_N4)
+    suppressed = np.zeros(len(order), dtype=bool)
     keep: list[int] = []
     for i in order:
-        if all(iou_NN[i, j] <= iou_threshold for j in keep):
+        if not suppressed[i]:
             keep.append(int(i))
+            suppressed |= iou_NN[i] > iou_threshold
     return np.array(keep, dtype=np.int64)
 
 

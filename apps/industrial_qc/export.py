@@ -2,7 +2,7 @@
 
     path = export_onnx(model, "runs/qc/model/model.onnx")           # one file, any batch size
     onnx_model = OnnxModel(path)
-    class_logits_BC, cell_logits_BQL = onnx_model(images_BCSS)      # as QCModel's forward
+    class_logits_BC, cell_logits_BQL, distances_BQ4 = onnx_model(images_BCSS)   # as QCModel's
     model, card = load_backend("runs/qc/model", backend="onnx")     # exports model.onnx if stale
 
 The exporter is `torch.onnx.export(..., dynamo=True)` (torch.export, then onnxscript's
@@ -33,10 +33,10 @@ from core_model.moe import moe_dispatch
 from .model import WEIGHTS, QCModel, load_qc_model
 
 ONNX_FILE = "model.onnx"
-INPUT, OUTPUTS = "images", ("class_logits", "cell_logits")
+INPUT, OUTPUTS = "images", ("class_logits", "cell_logits", "box_distances")
 DEFAULT_OPSET = 18  # the dynamo exporter's lowest; onnxruntime runs it from 1.14 on
 Backend = Literal["torch", "onnx"]
-QCBackend = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+QCBackend = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def export_onnx(model: QCModel, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
@@ -105,7 +105,7 @@ class OnnxModel:
             )
         self.image_size = int(inputs[0].shape[-1])
 
-    def __call__(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         S = self.image_size
         if images_BCSS.dim() != 4 or tuple(images_BCSS.shape[1:]) != (3, S, S):
             raise ValueError(
@@ -113,8 +113,12 @@ class OnnxModel:
                 f"got shape {tuple(images_BCSS.shape)}"
             )
         feed = {INPUT: images_BCSS.detach().to("cpu", torch.float32).contiguous().numpy()}
-        class_logits_BC, cell_logits_BQL = self.session.run(list(OUTPUTS), feed)
-        return torch.from_numpy(class_logits_BC), torch.from_numpy(cell_logits_BQL)
+        class_logits_BC, cell_logits_BQL, distances_BQ4 = self.session.run(list(OUTPUTS), feed)
+        return (
+            torch.from_numpy(class_logits_BC),
+            torch.from_numpy(cell_logits_BQL),
+            torch.from_numpy(distances_BQ4),
+        )
 
 
 def load_backend(directory: str | Path, backend: Backend = "torch") -> tuple[QCBackend, dict[str, Any]]:

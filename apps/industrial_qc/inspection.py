@@ -6,7 +6,8 @@
     png = render_overlay(image_bytes, anomaly_map=..., defects=...)   # heat map and boxes drawn
 
 The model is any callable with `QCModel.forward`'s contract: images [B, 3, S, S] in [0, 1] ->
-(class logits [B, C], cell logits [B, Q, C + 1]); the card (config.json) gives S, the cell size
+(class logits [B, C], cell logits [B, Q, C + 1], box distances [B, Q, 4]); the card (config.json)
+gives S, the cell size
 and the class names. So PyTorch and ONNX serve alike.
 
 What a finding means (anomalib's names where they mean the same):
@@ -14,9 +15,10 @@ What a finding means (anomalib's names where they mean the same):
 - a cell's defect score is 1 - P(background), less P("good") when the model has a "good" class
   (a good part is no defect); `anomaly_map` is that score on the cell grid, and `pred_score` its
   maximum over the cells.
-- `defects`: the 4-connected groups of cells whose defect score reaches the threshold, one box per
-  group and per class (each cell counted for its most likely defect class), scored by their best
-  cell. So a part fails (pred_score >= threshold) exactly when it has at least one defect box.
+- `defects`: the boxes proposed by the cells whose defect score reaches the threshold (each cell
+  proposes the box its distances draw, for its most likely defect class, scored by its defect
+  score), after non-maximum suppression per class. So a part fails (pred_score >= threshold)
+  exactly when it has at least one defect box.
 
 It is not the HTTP API, the store or the model's training; it decodes no files (`dataset.py` does).
 Legend: B batch, S image side (pixels), C classes, Q cells (row-major), L cell labels (C + 1).
@@ -37,11 +39,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from .dataset import GOOD, load_image
-from .detection import BACKGROUND, boxes_from_patches, grid_side, patch_label_probs
+from .detection import BACKGROUND, boxes_from_cells, grid_side, patch_label_probs
 from .model import CARD, WEIGHTS, QCModelConfig, load_qc_model
 from .settings import Backend
 
-Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class NoModel(RuntimeError):
@@ -79,20 +81,24 @@ class Inspector:
     ) -> list[Finding]:
         """Findings for each image; `sizes` are their (width, height) as uploaded."""
         with self._lock, torch.inference_mode():
-            class_logits_BC, cell_logits_BQL = self.forward(images_B3SS)
+            class_logits_BC, cell_logits_BQL, distances_BQ4 = self.forward(images_B3SS)
         class_probs_BC = torch.softmax(torch.as_tensor(class_logits_BC).float(), dim=-1)
         cell_probs_BQL = patch_label_probs(torch.as_tensor(cell_logits_BQL))
         defect_BQ = defect_scores(cell_probs_BQL, good=self.good)
         return [
-            self._finding(class_probs_BC[b], cell_probs_BQL[b], defect_BQ[b], size=size, threshold=threshold)
+            self._finding(
+                class_probs_BC[b], cell_probs_BQL[b], defect_BQ[b], torch.as_tensor(distances_BQ4[b]),
+                size=size, threshold=threshold,
+            )
             for b, size in enumerate(sizes)
-        ]
+        ]  # fmt: skip
 
     def _finding(
         self,
         class_probs_C: torch.Tensor,
         cell_probs_QL: torch.Tensor,
         defect_Q: torch.Tensor,
+        distances_Q4: torch.Tensor,
         *,
         size: tuple[int, int],
         threshold: float,
@@ -103,22 +109,28 @@ class Inspector:
             defect_class=self.class_names[int(class_probs_C.argmax())],
             class_scores=dict(zip(self.class_names, scores, strict=True)),
             pred_score=round(float(defect_Q.max()), 6),
-            defects=self._defects(cell_probs_QL, defect_Q, size=size, threshold=threshold),
+            defects=self._defects(cell_probs_QL, defect_Q, distances_Q4, size=size, threshold=threshold),
             anomaly_map={"rows": G, "cols": G, "values": [round(float(v), 3) for v in defect_Q]},
         )
 
     def _defects(
-        self, cell_probs_QL: torch.Tensor, defect_Q: torch.Tensor, *, size: tuple[int, int], threshold: float
+        self,
+        cell_probs_QL: torch.Tensor,
+        defect_Q: torch.Tensor,
+        distances_Q4: torch.Tensor,
+        *,
+        size: tuple[int, int],
+        threshold: float,
     ) -> list[dict[str, Any]]:
-        """Boxes around the cells at or above the threshold, each cell given to its most likely
-        defect class with its defect score (so `boxes_from_patches` groups them by class)."""
+        """The boxes the cells at or above the threshold propose, each cell given to its most
+        likely defect class with its defect score (`boxes_from_cells`, then suppression)."""
         class_probs_QC = cell_probs_QL[:, BACKGROUND + 1 :].clone()
         if self.good is not None:
             class_probs_QC[:, self.good] = -1.0  # never a defect's class
         best_Q = class_probs_QC.argmax(dim=-1)
         scored_QL = torch.zeros_like(cell_probs_QL)
         scored_QL[torch.arange(len(best_Q)), best_Q + 1] = defect_Q
-        found = boxes_from_patches(scored_QL, cell_size=self.config.cell, threshold=threshold)
+        found = boxes_from_cells(scored_QL, distances_Q4, cell_size=self.config.cell, threshold=threshold)
         width, height = size
         scale_4 = np.array([width, height, width, height]) / self.config.image_size
         assert found.scores_N is not None

@@ -1,17 +1,19 @@
 """The inspection model: image patches through the suite's MoE trunk, read as a bidirectional
-encoder, with a defect-class head and a per-patch localisation head.
+encoder, with a defect-class head and two per-cell localisation heads (label and box).
 
     model = QCModel(QCModelConfig.preset("small"))
-    class_logits_BC, patch_logits_BPL = model(images_BCSS)         # images in [0, 1]
+    class_logits_BC, cell_logits_BQL, distances_BQ4 = model(images_BCSS)   # images in [0, 1]
     save_qc_model(model, "runs/qc/model", class_names=names, metrics={"accuracy": 0.99})
     save_qc_model(model, "assets/model", class_names=names, precision="int8")   # a quarter the bytes
     model, card = load_qc_model("runs/qc/model")                   # card: config.json as a dict
 
 Images enter through `PatchEmbedder` (a strided convolution and 2-D learned positions), the trunk
-runs with `causal=False` so every patch reads every other, and two heads read its states:
-`SequenceClassificationHead` (mean over patches) gives the image's defect class, and
-`TokenClassificationHead` gives each patch background-or-class logits, which `detection.py`
-turns into boxes and a heat map. Box decoding stays outside the model, and this module's
+runs with `causal=False` so every patch reads every other, and three heads read its states:
+`SequenceClassificationHead` (mean over patches) gives the image's defect class, and two
+`TokenClassificationHead`s give each localisation cell its background-or-class logits and, as in
+FCOS (https://arxiv.org/abs/1904.01355), the distances from its centre to the edges of the defect
+it lies on; `detection.py` turns these into boxes (each confident cell proposes its box, then
+non-maximum suppression) and a heat map. Box decoding stays outside the model, and this module's
 `forward` adds no data-dependent control flow (its shape check is constant under tracing).
 NOTE: the trunk's grouped MoE dispatch (`core_model/moe.py`) sizes each expert's rows on the host,
 which `torch.export` cannot follow: ONNX export (`export.py`) runs the MoE layers with the dense
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -124,20 +127,19 @@ PRESETS = {
     # a 12 x 12 grid (144 tokens), so attention stays cheap on a 2-core CPU (a batch of 32:
     # forward about 0.2 s, a training step about 0.6 s, an epoch of the 1,440 training images
     # about 30 s); 8-px patches (576 tokens) cost 4-6x that. Localisation cells are 8 px
-    # (24 x 24) because the cell bounds the boxes: NEU's boxes are small (shorter side: median
-    # 43 px, inclusions and scratches about 20 px), and decoding the true cell labels themselves
-    # with `boxes_from_patches` scores val mAP50 0.54 with 16-px cells, 0.66 with 12-px and
-    # 0.76 with 8-px ones: 16-px cells could not reach the 0.78 goal even when perfect.
+    # (24 x 24) because NEU's boxes are small (shorter side: median 43 px, inclusions and
+    # scratches about 20 px): a thin defect still covers whole cells that can propose its box.
     "small": QCModelConfig(cell_size=8),
 }
 
 
 class QCModel(nn.Module):
-    """Images [B, 3, S, S] in [0, 1] -> (class logits [B, C], cell logits [B, Q, C + 1]).
+    """Images [B, 3, S, S] in [0, 1] -> (class logits [B, C], cell logits [B, Q, C + 1], box
+    distances [B, Q, 4] in pixels: left, top, right, bottom from each cell's centre).
 
-    With one cell per patch (the default) Q = P and the cell logits are the token head's; with
-    k x k cells per patch the token head gives each patch k * k * (C + 1) logits, laid out onto
-    the image's cell grid by `cells_from_patches`.
+    With one cell per patch (the default) Q = P and the cell outputs are the token heads'; with
+    k x k cells per patch a token head gives each patch k * k outputs per cell, laid out onto the
+    image's cell grid by `cells_from_patches`.
     """
 
     pixel_mean: torch.Tensor
@@ -160,6 +162,9 @@ class QCModel(nn.Module):
             dropout=config.dropout,
             bidirectional=True,
         )
+        self.boxer = TokenClassificationHead(
+            hidden_size=D, num_labels=cells_per_patch * 4, dropout=config.dropout, bidirectional=True
+        )
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std), persistent=False)
 
@@ -169,12 +174,14 @@ class QCModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         check_image_size(images_BCSS, self.config)
         x_BCSS = (images_BCSS - self.pixel_mean) / self.pixel_std
         tokens_BPD, _ = self.embedder(x_BCSS)
         hidden_BPD = self.trunk(tokens_BPD, causal=False)
-        return self.classify(hidden_BPD), cells_from_patches(self.localiser(hidden_BPD), config=self.config)
+        cell_logits_BQL = cells_from_patches(self.localiser(hidden_BPD), config=self.config)
+        distances_BQ4 = cells_from_patches(self.boxer(hidden_BPD), config=self.config, width=4)
+        return self.classify(hidden_BPD), cell_logits_BQL, box_distances(distances_BQ4, self.config)
 
     def classify(self, hidden_BPD: torch.Tensor) -> torch.Tensor:
         """The class head's own sum for "mean" pooling with no padding (a test checks they agree).
@@ -186,13 +193,22 @@ class QCModel(nn.Module):
         return self.classifier.classifier(self.classifier.dropout(hidden_BPD.mean(dim=1)))
 
 
-def cells_from_patches(logits_BPX: torch.Tensor, *, config: QCModelConfig) -> torch.Tensor:
-    """Per-patch logits [B, P, k * k * L] (sub-cell row, sub-cell column, label) -> per-cell
-    logits [B, Q, L], row-major over the image: cell (r k + i, c k + j) is sub-cell (i, j) of
-    patch (r, c). Static reshapes only, so it exports."""
-    G, k, L = config.grid, config.patch_size // config.cell, config.num_classes + 1
-    logits_BRCijL = logits_BPX.reshape(-1, G, G, k, k, L)
-    return logits_BRCijL.permute(0, 1, 3, 2, 4, 5).reshape(-1, G * k * G * k, L)
+def cells_from_patches(
+    logits_BPX: torch.Tensor, *, config: QCModelConfig, width: int | None = None
+) -> torch.Tensor:
+    """Per-patch outputs [B, P, k * k * W] (sub-cell row, sub-cell column, W values; W defaults to
+    the cell labels L) -> per-cell outputs [B, Q, W], row-major over the image: cell (r k + i, c k + j)
+    is sub-cell (i, j) of patch (r, c). Static reshapes only, so it exports."""
+    G, k, W = config.grid, config.patch_size // config.cell, width or config.num_classes + 1
+    logits_BRCijW = logits_BPX.reshape(-1, G, G, k, k, W)
+    return logits_BRCijW.permute(0, 1, 3, 2, 4, 5).reshape(-1, G * k * G * k, W)
+
+
+def box_distances(raw_BQ4: torch.Tensor, config: QCModelConfig) -> torch.Tensor:
+    """A box head's raw outputs -> distances in pixels [B, Q, 4] from each cell's centre to its
+    box's left, top, right and bottom edges: softplus keeps them positive (and, unlike FCOS's
+    exp, bounded in its gradient), in units of a patch so a fresh head proposes patch-sized boxes."""
+    return F.softplus(raw_BQ4.float()) * config.patch_size
 
 
 def check_image_size(images_BCSS: torch.Tensor, config: QCModelConfig) -> None:

@@ -1,18 +1,20 @@
 """Training and evaluating an inspection model from scratch: AdamW with a warm-up and a cosine decay,
-one loss for the image's class and one for every localisation cell's label, box-aware augmentation.
-One loop serves the MoE model (`QCModel`) and the CNN baseline (`CNNBaseline`): both map images to
-(class logits [B, C], cell logits [B, Q, C + 1]).
+a loss for the image's class, one for every localisation cell's label and one for the boxes the
+defect cells predict, box-aware augmentation. One loop serves the MoE model (`QCModel`) and the
+CNN baseline (`CNNBaseline`): both map images to (class logits [B, C], cell logits [B, Q, C + 1],
+box distances [B, Q, 4]).
 
     config = TrainingConfig(epochs=30)
     history = fit(model, train_records, classes=classes, config=config, valid=val_records)
     report = evaluate(model, test_records, classes=classes)      # accuracy, recall per class, mAP50
     model, report = train_inspection_model(QCModelConfig.preset("small"), config, data=read_splits())
 
-A cell's target is `detection.patch_targets` of the image's (augmented) boxes; boxes come back out
-of the cell probabilities with `detection.boxes_from_patches` at `box_threshold`. The loop keeps
-the weights of its last epoch (the cosine schedule ends at zero; picking an epoch by the test split
-would flatter it). Not the text adapter loop of `core_model.train`, which reads tokens.
-Legend: B batch, C classes, Q localisation cells, L cell labels (C + 1).
+A cell's targets are `detection.patch_assignment`'s label of the image's (augmented) boxes and the
+distances to the edges of its box (`detection.distance_targets`, learnt on the defect cells);
+boxes come back out with `detection.boxes_from_cells`. The loop keeps the weights of its last
+epoch (the cosine schedule ends at zero; picking an epoch by the test split would flatter it).
+Not the text adapter loop of `core_model.train`, which reads tokens.
+Legend: B batch, C classes, Q localisation cells, L cell labels (C + 1), N defect cells.
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ from .dataset import ImageRecord, InspectionDataset, class_names, collate, read_
 from .detection import (
     Boxes,
     accuracy,
-    boxes_from_patches,
+    boxes_from_cells,
+    distance_targets,
     mean_average_precision,
+    patch_assignment,
     patch_label_probs,
-    patch_targets,
 )
 from .model import QCModel, QCModelConfig
 
-InspectionNet = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+InspectionNet = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,12 @@ class TrainingConfig:
     warmup_epochs: float = 2.0
     augment: str = "strong"  # an AugmentConfig preset
     localisation_weight: float = 1.0  # the cell loss's weight beside the image-class loss
+    box_weight: float = 1.0  # the box (GIoU) loss's weight
     label_smoothing: float = 0.1  # of the image-class loss
     clip_grad_norm: float = 1.0
-    box_threshold: float = 0.3  # a cell joins a class's box at this probability (evaluation, serving)
+    # A cell proposes its box for a class at this probability, for mAP: low, as detectors are
+    # evaluated (AP ranks every proposal); serving proposes at the pass/fail threshold instead.
+    box_threshold: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -96,29 +102,64 @@ def config_of(model: nn.Module) -> QCModelConfig:
 
 
 def losses(
-    class_logits_BC: torch.Tensor,
-    cell_logits_BQL: torch.Tensor,
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     labels_B: torch.Tensor,
-    cell_targets_BQ: torch.Tensor,
+    targets: tuple[torch.Tensor, torch.Tensor],
     *,
     config: TrainingConfig,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image-class loss, cell loss): cross-entropies, the first label-smoothed."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image-class loss, cell loss, box loss): cross-entropies (the first label-smoothed), and
+    for the defect cells' boxes the GIoU loss (the overlap mAP counts) plus a per-edge loss on
+    log distances (a steady gradient for each edge while boxes barely overlap), averaged over the
+    cells (0 when the batch has none)."""
+    class_logits_BC, cell_logits_BQL, distances_BQ4 = outputs
+    cell_labels_BQ, cell_distances_BQ4 = targets
     class_loss = F.cross_entropy(class_logits_BC.float(), labels_B, label_smoothing=config.label_smoothing)
-    cell_loss = F.cross_entropy(cell_logits_BQL.flatten(0, 1).float(), cell_targets_BQ.flatten())
-    return class_loss, cell_loss
+    cell_loss = F.cross_entropy(cell_logits_BQL.flatten(0, 1).float(), cell_labels_BQ.flatten())
+    defect_BQ = cell_labels_BQ > 0
+    if defect_BQ.any():
+        predicted_N4, target_N4 = distances_BQ4[defect_BQ], cell_distances_BQ4[defect_BQ]
+        box_loss = (giou_loss(predicted_N4, target_N4) + log_distance_loss(predicted_N4, target_N4)).mean()
+    else:
+        box_loss = distances_BQ4.sum() * 0.0
+    return class_loss, cell_loss, box_loss
+
+
+def log_distance_loss(predicted_N4: torch.Tensor, target_N4: torch.Tensor) -> torch.Tensor:
+    """Smooth L1 [N] between log(1 + distance) of the predicted and target distances: each edge's
+    error relative to its size, whatever the box's size."""
+    log_ratio_N4 = predicted_N4.log1p() - target_N4.log1p()
+    return F.smooth_l1_loss(log_ratio_N4, torch.zeros_like(log_ratio_N4), reduction="none", beta=0.1).sum(-1)
+
+
+def giou_loss(predicted_N4: torch.Tensor, target_N4: torch.Tensor) -> torch.Tensor:
+    """1 - generalised IoU [N] of boxes given as distances (left, top, right, bottom) from the
+    same point (https://arxiv.org/abs/1902.09630)."""
+    area = lambda d: (d[:, 0] + d[:, 2]) * (d[:, 1] + d[:, 3])  # noqa: E731
+    inter_N = (
+        torch.minimum(predicted_N4[:, 0], target_N4[:, 0])
+        + torch.minimum(predicted_N4[:, 2], target_N4[:, 2])
+    ) * (
+        torch.minimum(predicted_N4[:, 1], target_N4[:, 1])
+        + torch.minimum(predicted_N4[:, 3], target_N4[:, 3])
+    )
+    union_N = area(predicted_N4) + area(target_N4) - inter_N
+    hull_N = area(torch.maximum(predicted_N4, target_N4))
+    giou_N = inter_N / union_N.clamp(min=1e-6) - (hull_N - union_N) / hull_N.clamp(min=1e-6)
+    return 1.0 - giou_N
 
 
 def cell_targets(
     boxes: list[torch.Tensor], box_labels: list[torch.Tensor], *, image_size: int, cell_size: int
-) -> torch.Tensor:
-    """Each image's per-cell labels [B, Q] (0 background, class k -> k + 1)."""
-    return torch.stack(
-        [
-            patch_targets(b, labels, image_size=image_size, cell_size=cell_size)
-            for b, labels in zip(boxes, box_labels, strict=True)
-        ]
-    )
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's per-cell labels [B, Q] (0 background, class k -> k + 1) and box distances
+    [B, Q, 4] (zeros for background)."""
+    labels, distances = [], []
+    for b, box_labels_N in zip(boxes, box_labels, strict=True):
+        labels_Q, box_index_Q = patch_assignment(b, box_labels_N, image_size=image_size, cell_size=cell_size)
+        labels.append(labels_Q)
+        distances.append(distance_targets(b, box_index_Q, image_size=image_size, cell_size=cell_size))
+    return torch.stack(labels), torch.stack(distances)
 
 
 def learning_rate(step: int, *, total: int, warmup: int, peak: float) -> float:
@@ -165,21 +206,20 @@ def fit(
     for epoch in range(config.epochs):
         dataset.set_epoch(epoch)
         model.train()
-        started, sums, batches = time.perf_counter(), np.zeros(2), 0
+        started, sums, batches = time.perf_counter(), np.zeros(3), 0
         for batch in loader:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total=total, warmup=warmup, peak=config.lr)
-            targets_BQ = cell_targets(batch.boxes, batch.box_labels, image_size=size, cell_size=cell)
-            class_logits, cell_logits = model(batch.images_B3SS)
-            class_loss, cell_loss = losses(
-                class_logits, cell_logits, batch.labels_B, targets_BQ, config=config
+            targets = cell_targets(batch.boxes, batch.box_labels, image_size=size, cell_size=cell)
+            class_loss, cell_loss, box_loss = losses(
+                model(batch.images_B3SS), batch.labels_B, targets, config=config
             )
-            loss = class_loss + config.localisation_weight * cell_loss
+            loss = class_loss + config.localisation_weight * cell_loss + config.box_weight * box_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
             optimizer.step()
-            sums += (class_loss.item(), cell_loss.item())
+            sums += (class_loss.item(), cell_loss.item(), box_loss.item())
             batches += 1
             step += 1
             bar.update()
@@ -188,6 +228,7 @@ def fit(
             "epoch": epoch + 1,
             "class_loss": float(sums[0] / batches),
             "cell_loss": float(sums[1] / batches),
+            "box_loss": float(sums[2] / batches),
             "seconds": time.perf_counter() - started,
         }
         if valid:
@@ -204,9 +245,12 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor, list[Boxes]]:
     """(class probabilities [B, C], cell label probabilities [B, Q, L], each image's boxes in the
     model's input pixels)."""
-    class_logits_BC, cell_logits_BQL = model(images_B3SS)
+    class_logits_BC, cell_logits_BQL, distances_BQ4 = model(images_B3SS)
     cell_probs_BQL = patch_label_probs(cell_logits_BQL)
-    found = [boxes_from_patches(p, cell_size=cell_size, threshold=box_threshold) for p in cell_probs_BQL]
+    found = [
+        boxes_from_cells(probs_QL, distances_Q4, cell_size=cell_size, threshold=box_threshold)
+        for probs_QL, distances_Q4 in zip(cell_probs_BQL, distances_BQ4, strict=True)
+    ]
     return F.softmax(class_logits_BC.float(), dim=-1), cell_probs_BQL, found
 
 
@@ -226,10 +270,16 @@ def evaluate(
     predicted, true, found, truths, loss_sum = [], [], [], [], 0.0
     with torch.inference_mode():
         for batch in loader:
-            class_logits, _ = model(batch.images_B3SS)
-            loss_sum += F.cross_entropy(class_logits.float(), batch.labels_B, reduction="sum").item()
-            _, _, boxes = predict(model, batch.images_B3SS, cell_size=cell, box_threshold=box_threshold)
-            predicted.append(class_logits.argmax(-1))
+            class_probs, _, boxes = predict(
+                model, batch.images_B3SS, cell_size=cell, box_threshold=box_threshold
+            )
+            loss_sum -= (
+                class_probs.clamp(min=1e-12)
+                .log()[torch.arange(len(class_probs)), batch.labels_B]
+                .sum()
+                .item()
+            )
+            predicted.append(class_probs.argmax(-1))
             true.append(batch.labels_B)
             found += boxes
             truths += [

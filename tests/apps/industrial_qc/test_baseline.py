@@ -24,7 +24,11 @@ def test_same_outputs_as_the_qc_model_and_no_more_parameters(preset):
     with torch.no_grad():
         shapes = [tuple(t.shape) for t in baseline(images)]
         assert shapes == [tuple(t.shape) for t in model(images)]
-    assert shapes == [(2, config.num_classes), (2, config.num_cells, config.num_classes + 1)]
+    assert shapes == [
+        (2, config.num_classes),
+        (2, config.num_cells, config.num_classes + 1),
+        (2, config.num_cells, 4),
+    ]
     assert baseline.num_parameters() <= model.num_parameters()
 
 

@@ -1,4 +1,5 @@
-"""Detection helpers on hand-made inputs: patch targets from boxes, boxes from patch scores, NMS,
+"""Detection helpers on hand-made inputs: patch targets from boxes, boxes from cell scores and
+distances, NMS,
 IoU, VOC mAP, heat maps and the classification metrics.
 
 .venv/bin/python -m pytest -q tests/apps/industrial_qc/test_detection.py
@@ -15,10 +16,13 @@ from apps.industrial_qc.detection import (
     accuracy,
     average_precision,
     box_iou,
-    boxes_from_patches,
+    boxes_from_cells,
+    distance_targets,
+    distances_to_boxes,
     heat_maps,
     mean_average_precision,
     nms,
+    patch_assignment,
     patch_targets,
     per_class_recall,
 )
@@ -58,41 +62,65 @@ def probs_with(cells: dict[tuple[int, int, int], float], *, grid: int, labels: i
     return probs_GGL.reshape(grid * grid, labels)
 
 
-def test_two_blobs_give_two_boxes_at_their_pixels():
-    # Blob A: class 0 on rows 0-1, cols 0-1 (best 0.9). Blob B: class 1 on row 3, cols 2-4 (best 0.8).
-    # A lone class-0 cell at (5, 5) below the threshold gives nothing.
-    cells = {(0, 0, 1): 0.9, (0, 1, 1): 0.7, (1, 0, 1): 0.6, (1, 1, 1): 0.6}
-    cells |= {(3, 2, 2): 0.8, (3, 3, 2): 0.7, (3, 4, 2): 0.6, (5, 5, 1): 0.3}
-    found = boxes_from_patches(probs_with(cells, grid=6, labels=3), cell_size=10, threshold=0.5)
-    assert found.boxes_N4.tolist() == [[0, 0, 20, 20], [20, 30, 50, 40]]
+def distances_for(
+    box_4: list[float], cells: list[tuple[int, int]], *, grid: int, cell_size: int
+) -> torch.Tensor:
+    """[P, 4] distances: the given cells point at `box_4`, the others at a box of their own cell."""
+    distances_P4 = torch.full((grid * grid, 4), cell_size / 2)
+    for r, c in cells:
+        x, y = (c + 0.5) * cell_size, (r + 0.5) * cell_size
+        distances_P4[r * grid + c] = torch.tensor([x - box_4[0], y - box_4[1], box_4[2] - x, box_4[3] - y])
+    return distances_P4
+
+
+def test_confident_cells_propose_their_boxes_and_suppression_keeps_the_best():
+    # Three class-0 cells on one defect all point at (0, 0, 20, 20); a class-1 cell at (3, 3) points
+    # at its own cell; a class-0 cell at (5, 5) below the threshold proposes nothing.
+    grid, cell = 6, 10
+    cells = {(0, 0, 1): 0.9, (0, 1, 1): 0.7, (1, 1, 1): 0.6, (3, 3, 2): 0.8, (5, 5, 1): 0.3}
+    distances_P4 = distances_for([0, 0, 20, 20], [(0, 0), (0, 1), (1, 1)], grid=grid, cell_size=cell)
+    found = boxes_from_cells(
+        probs_with(cells, grid=grid, labels=3), distances_P4, cell_size=cell, threshold=0.5
+    )
+    assert found.boxes_N4.tolist() == [[0, 0, 20, 20], [30, 30, 40, 40]]
     assert found.labels_N.tolist() == [0, 1]
-    assert found.scores_N is not None
-    assert found.scores_N == pytest.approx([0.9, 0.8])
+    assert found.scores_N is not None and found.scores_N == pytest.approx([0.9, 0.8])
 
 
-def test_diagonal_cells_are_separate_components():
-    cells = {(0, 0, 1): 0.9, (1, 1, 1): 0.8}
-    found = boxes_from_patches(probs_with(cells, grid=2, labels=2), cell_size=8)
-    assert found.boxes_N4.tolist() == [[0, 0, 8, 8], [8, 8, 16, 16]]
+def test_boxes_of_different_classes_are_not_suppressed_and_boxes_stay_in_the_image():
+    grid, cell = 4, 8
+    probs_PL = torch.zeros(grid * grid, 3)
+    probs_PL[:, 0] = 1.0
+    probs_PL[0] = torch.tensor([0.0, 0.5, 0.5])  # one cell, both classes at 0.5
+    distances_P4 = distances_for([-10, -10, 16, 16], [(0, 0)], grid=grid, cell_size=cell)
+    found = boxes_from_cells(probs_PL, distances_P4, cell_size=cell, threshold=0.5)
+    assert sorted(found.labels_N.tolist()) == [0, 1]
+    assert found.boxes_N4.tolist() == [[0, 0, 16, 16], [0, 0, 16, 16]]
+
+
+def test_no_confident_cell_no_box():
+    found = boxes_from_cells(probs_with({}, grid=3, labels=2), torch.ones(9, 4), cell_size=8, threshold=0.5)
+    assert len(found) == 0 and found.boxes_N4.shape == (0, 4)
+
+
+def test_the_nearest_box_decodes_back_from_its_distance_targets():
+    boxes_N4 = [[0, 0, 16, 10], [16, 16, 32, 32]]
+    labels_P, index_P = patch_assignment(boxes_N4, [2, 0], image_size=32, cell_size=8)
+    assert index_P.tolist() == [0, 0, -1, -1, -1, -1, -1, -1, -1, -1, 1, 1, -1, -1, 1, 1]
+    assert torch.equal(labels_P, patch_targets(boxes_N4, [2, 0], image_size=32, cell_size=8))
+    distances_P4 = distance_targets(boxes_N4, index_P, image_size=32, cell_size=8)
+    decoded_P4 = distances_to_boxes(distances_P4, cell_size=8, image_size=32)
+    for p, box in enumerate(index_P.tolist()):
+        if box >= 0:
+            assert decoded_P4[p].tolist() == boxes_N4[box]
+        else:
+            assert distances_P4[p].tolist() == [0, 0, 0, 0]
 
 
 def test_nms_removes_a_duplicate_of_the_same_place():
     boxes_N4 = np.array([[0, 0, 10, 10], [1, 0, 10, 10], [20, 20, 30, 30]])
     keep = nms(boxes_N4, np.array([0.6, 0.9, 0.5]), iou_threshold=0.5)
     assert keep.tolist() == [1, 2]
-
-
-def test_decoding_suppresses_a_weaker_component_whose_box_overlaps_a_stronger_one():
-    # Two interlocked hooks on a 9 x 9 grid, 4-separate: a C (rows 0 and 4 over cols 0-6, and
-    # col 0; best 0.9) and a weaker reversed C (row 2 over cols 2-8, and col 8; 0.6). Their
-    # boxes, cols 0-6 and 2-8 over rows 0-4, overlap at IoU 5/9.
-    hook_a = [(r, c) for r in (0, 4) for c in range(7)] + [(r, 0) for r in range(5)]
-    hook_b = [(2, c) for c in range(2, 9)] + [(r, 8) for r in range(5)]
-    cells = {(r, c, 1): 0.9 for r, c in hook_a} | {(r, c, 1): 0.6 for r, c in hook_b}
-    probs_PL = probs_with(cells, grid=9, labels=2)
-    assert len(boxes_from_patches(probs_PL, cell_size=8, nms_iou=0.6)) == 2
-    kept = boxes_from_patches(probs_PL, cell_size=8, nms_iou=0.5)
-    assert kept.boxes_N4.tolist() == [[0, 0, 56, 40]]
 
 
 def test_iou_values():

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from apps.industrial_qc.dataset import load_image
+from apps.industrial_qc.detection import cell_centres
 from apps.industrial_qc.inspection import Inspector, NoModel, defect_scores, load_inspector, render_overlay
 from apps.industrial_qc.model import QCModelConfig
 from tests.apps.industrial_qc.conftest import NEU_CLASSES, png_bytes
@@ -23,13 +24,25 @@ CONFIG = QCModelConfig.preset("tiny")  # 32-px images, 8 x 8 cells of 4 px
 Q, L = CONFIG.num_cells, CONFIG.num_classes + 1
 
 
-def fixed_model(cell_logits_QL: torch.Tensor, class_logits_C: torch.Tensor | None = None):
-    """A stand-in model that answers the same logits for every image (any Forward will do)."""
+def fixed_model(
+    cell_logits_QL: torch.Tensor,
+    class_logits_C: torch.Tensor | None = None,
+    *,
+    box_4: list[float] | None = None,
+):
+    """A stand-in model that answers the same outputs for every image (any Forward will do):
+    every cell's distances point at `box_4` (input pixels), or at its own cell without one."""
+    centres_Q2 = cell_centres(CONFIG.cells_per_side, CONFIG.cell)
+    if box_4 is None:
+        distances_Q4 = torch.full((Q, 4), CONFIG.cell / 2)
+    else:
+        box = torch.tensor(box_4, dtype=torch.float32)
+        distances_Q4 = torch.cat([centres_Q2 - box[:2], box[2:] - centres_Q2], dim=-1)
 
-    def forward(images_B3SS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(images_B3SS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B = len(images_B3SS)
         class_C = class_logits_C if class_logits_C is not None else torch.zeros(CONFIG.num_classes)
-        return class_C.expand(B, -1), cell_logits_QL.expand(B, -1, -1)
+        return class_C.expand(B, -1), cell_logits_QL.expand(B, -1, -1), distances_Q4.expand(B, -1, -1)
 
     return forward
 
@@ -48,13 +61,14 @@ def one_defect_logits(*, rows: range, cols: range, label: int) -> torch.Tensor:
     return logits_GGL.reshape(Q, L)
 
 
-def test_a_defect_block_is_one_box_in_the_uploaded_image_pixels():
-    inspector = Inspector(fixed_model(one_defect_logits(rows=range(2, 4), cols=range(1, 4), label=6)), card(),
-                          version="v")  # fmt: skip
+def test_a_defect_is_one_box_in_the_uploaded_image_pixels():
+    # cells (2..3, 1..3) of 4 px on the 32-px input, each proposing the box x 4..16, y 8..16: one box
+    # after suppression, at x 200/32, y 100/32 as uploaded
+    logits_QL = one_defect_logits(rows=range(2, 4), cols=range(1, 4), label=6)
+    inspector = Inspector(fixed_model(logits_QL, box_4=[4, 8, 16, 16]), card(), version="v")
     [finding] = inspector.inspect(torch.rand(1, 3, 32, 32), sizes=[(200, 100)], threshold=0.5)
     assert finding.pred_score > 0.99 and len(finding.defects) == 1
     defect = finding.defects[0]
-    # cells (2..3, 1..3) of 4 px on the 32-px input: x 4..16, y 8..16; x 200/32, y 100/32 as uploaded
     assert defect["class"] == "scratches" and defect["box"] == [25.0, 25.0, 100.0, 50.0]
     assert finding.anomaly_map["rows"] == finding.anomaly_map["cols"] == 8
     assert max(finding.anomaly_map["values"]) == round(finding.pred_score, 3)

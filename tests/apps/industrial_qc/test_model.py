@@ -54,7 +54,7 @@ def qc_loss(
     outputs: tuple[torch.Tensor, torch.Tensor], labels_B: torch.Tensor, targets_BQ: torch.Tensor
 ) -> torch.Tensor:
     """Class cross-entropy plus per-cell cross-entropy, unweighted (the test's loss, not training's)."""
-    class_logits_BC, cell_logits_BQL = outputs
+    class_logits_BC, cell_logits_BQL, _ = outputs
     cell_loss = F.cross_entropy(cell_logits_BQL.flatten(0, 1), targets_BQ.flatten())
     return F.cross_entropy(class_logits_BC, labels_B) + cell_loss
 
@@ -74,7 +74,7 @@ def train_on_synthetic(model: nn.Module, *, steps: int, lr: float = 3e-3) -> dic
     model.eval()
     images, labels, targets = synthetic(256, config=model.config, seed=10_000)
     with torch.no_grad():
-        class_logits_BC, cell_logits_BQL = model(images)
+        class_logits_BC, cell_logits_BQL, _ = model(images)
     predicted_BQ = cell_logits_BQL.argmax(-1)
     on_object = targets > 0
     return {
@@ -84,11 +84,14 @@ def train_on_synthetic(model: nn.Module, *, steps: int, lr: float = 3e-3) -> dic
     }
 
 
-def test_forward_gives_class_and_cell_logits():
+def test_forward_gives_class_and_cell_logits_and_box_distances():
     model = QCModel(CONFIG).eval()
-    class_logits_BC, cell_logits_BQL = model(torch.rand(3, 3, CONFIG.image_size, CONFIG.image_size))
+    class_logits_BC, cell_logits_BQL, distances_BQ4 = model(
+        torch.rand(3, 3, CONFIG.image_size, CONFIG.image_size)
+    )
     assert class_logits_BC.shape == (3, CONFIG.num_classes)
     assert cell_logits_BQL.shape == (3, CONFIG.num_cells, CONFIG.num_classes + 1)
+    assert distances_BQ4.shape == (3, CONFIG.num_cells, 4) and bool((distances_BQ4 >= 0).all())
     assert CONFIG.num_cells == (CONFIG.image_size // CONFIG.cell) ** 2 == 64
 
 
@@ -119,7 +122,7 @@ def test_sub_cells_are_laid_out_row_major_over_the_image():
 
 def test_one_cell_per_patch_unless_told():
     config = replace(CONFIG, cell_size=None)
-    _, cell_logits_BQL = QCModel(config).eval()(torch.rand(1, 3, 32, 32))
+    _, cell_logits_BQL, _ = QCModel(config).eval()(torch.rand(1, 3, 32, 32))
     assert config.num_cells == config.num_patches and cell_logits_BQL.shape == (1, config.num_patches, 7)
     with pytest.raises(ValueError, match="cell_size 3 does not divide patch_size 8"):
         replace(CONFIG, cell_size=3)
@@ -180,7 +183,7 @@ def test_int8_weights_take_a_third_of_the_bytes_and_keep_the_outputs(tmp_path):
     assert size("int8") < size("f32") / 3
     images = torch.rand(2, 3, 192, 192)
     with torch.no_grad():
-        (class_f32, cells_f32), (class_int8, cells_int8) = model(images), loaded(images)
+        (class_f32, cells_f32, _), (class_int8, cells_int8, _) = model(images), loaded(images)
     assert torch.equal(class_f32.argmax(-1), class_int8.argmax(-1))
     assert (cells_f32 - cells_int8).abs().max() < 0.05 * cells_f32.abs().max()
 

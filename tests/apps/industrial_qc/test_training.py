@@ -19,7 +19,7 @@ from apps.cli import main
 from apps.industrial_qc.baseline import CNNBaseline
 from apps.industrial_qc.dataset import InspectionDataset, collate
 from apps.industrial_qc.model import QCModel, QCModelConfig, load_qc_model
-from apps.industrial_qc.training import TrainingConfig, evaluate, fit, learning_rate, read_splits
+from apps.industrial_qc.training import TrainingConfig, evaluate, fit, giou_loss, learning_rate, read_splits
 
 TINY = QCModelConfig.preset("tiny")
 
@@ -39,6 +39,15 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert rates[100] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_giou_loss_is_zero_for_the_same_box_and_grows_as_boxes_part():
+    same = torch.tensor([[4.0, 4.0, 4.0, 4.0]])
+    assert giou_loss(same, same).item() == pytest.approx(0.0, abs=1e-6)
+    half = giou_loss(torch.tensor([[4.0, 4.0, 0.0, 4.0]]), same).item()  # half the box: IoU 1/2
+    assert half == pytest.approx(0.5, abs=1e-6)
+    far = giou_loss(torch.tensor([[0.1, 0.1, 0.1, 0.1]]), torch.tensor([[40.0, 40.0, 40.0, 40.0]])).item()
+    assert half < far < 2.0
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="box_threshold"):
         TrainingConfig(box_threshold=1.5)
@@ -55,6 +64,7 @@ def test_losses_fall_on_real_images(neu, build):
     assert [row["epoch"] for row in history] == list(range(1, 7))
     assert history[-1]["cell_loss"] < history[0]["cell_loss"]
     assert history[-1]["class_loss"] < history[0]["class_loss"]
+    assert history[-1]["box_loss"] < history[0]["box_loss"]
     assert 0.0 <= history[-1]["valid_accuracy"] <= 1.0
 
 
