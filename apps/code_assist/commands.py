@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from apps.pages import page_process
+
 from .settings import DEFAULT_EVALUATIONS_DIR
 from .training import FimRun
 
@@ -135,12 +137,4 @@ def ui_process(
 ) -> subprocess.Popen[bytes]:
     """`streamlit run ui.py` against the API at `api` (with `api_key` if given); the caller waits
     for it or stops it."""
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", "--api", api,
-    ]  # fmt: skip
-    # NOTE: the key travels in the page's environment (its `--api-key` default), not in argv,
-    # which `ps` shows to every user of the machine.
-    env = {**os.environ, "VERTICALS_API_KEY": api_key} if api_key else None
-    return subprocess.Popen(command, env=env)
+    return page_process(UI_SCRIPT, api=api, port=port, host=host, api_key=api_key)

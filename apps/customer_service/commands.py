@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from apps.pages import page_process
+
 from .settings import CustomerServiceSettings
 
 UI_SCRIPT = Path(__file__).resolve().parent / "ui.py"
@@ -87,9 +89,4 @@ def _import(args: argparse.Namespace) -> None:
 
 def console_process(*, api: str, port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     """`streamlit run ui.py` against the API at `api`; the caller waits for it or stops it."""
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", "--api", api,
-    ]  # fmt: skip
-    return subprocess.Popen(command)
+    return page_process(UI_SCRIPT, api=api, port=port, host=host)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from apps.pages import page_process
+
 from .settings import FinanceSettings
 
 DEFAULT_API = "http://127.0.0.1:8000"
@@ -224,14 +226,9 @@ def ui_process(
     *, api: str, port: int, host: str = "127.0.0.1", api_key: str | None = None, refresh: int = 10
 ) -> subprocess.Popen[bytes]:
     """`streamlit run ui.py` (the dashboard) against the API at `api`."""
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-        "--", "--api", api, "--refresh", str(refresh),
-    ]  # fmt: skip
-    env = {**os.environ, "VERTICALS_API_KEY": api_key} if api_key else None
-    return subprocess.Popen(command, env=env)
+    return page_process(
+        UI_SCRIPT, api=api, port=port, host=host, api_key=api_key, args=["--refresh", str(refresh)]
+    )
 
 
 def replay_process(*, api: str, day: date, rate: float, database: str, log: Path) -> subprocess.Popen[bytes]:

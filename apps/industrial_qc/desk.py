@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from apps.pages import page_process
+
 DEFAULT_UI_PORT = 8505
 UI_SCRIPT = Path(__file__).resolve().parent / "ui.py"
 REPLAY_LOG = Path("runs/qc/replay.log")
@@ -24,14 +26,9 @@ def ui_process(
     *, api: str, port: int, host: str = "127.0.0.1", api_key: str | None = None, refresh: float = 5
 ) -> subprocess.Popen[bytes]:
     """`streamlit run ui.py` (the dashboard) against the API at `api`, redrawn every `refresh` s."""
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-        "--", "--api", api, "--refresh", f"{refresh:g}",
-    ]  # fmt: skip
-    env = {**os.environ, "VERTICALS_API_KEY": api_key} if api_key else None
-    return subprocess.Popen(command, env=env)
+    return page_process(
+        UI_SCRIPT, api=api, port=port, host=host, api_key=api_key, args=["--refresh", f"{refresh:g}"]
+    )
 
 
 def replay_process(

@@ -26,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from apps.pages import page_process
 from federated import deploy
 
 APP_DIR = Path(__file__).resolve().parent / "flower_app"
@@ -260,12 +261,5 @@ def ui_process(
     *, api: str, port: int, host: str = "127.0.0.1", api_key: str | None = None, data: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """`streamlit run ui.py` against the API at `api`; `data`: this site's folder (counts shown)."""
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(UI_SCRIPT),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", "--api", api,
-    ]  # fmt: skip
-    if data is not None:
-        command += ["--data", str(data)]
-    env = {**os.environ, "VERTICALS_API_KEY": api_key} if api_key else None
-    return subprocess.Popen(command, env=env)
+    args = ["--data", str(data)] if data is not None else []
+    return page_process(UI_SCRIPT, api=api, port=port, host=host, api_key=api_key, args=args)
