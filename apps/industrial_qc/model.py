@@ -225,7 +225,7 @@ def check_image_size(images_BCSS: torch.Tensor, config: QCModelConfig) -> None:
 WEIGHTS, CARD = "model.safetensors", "config.json"
 Precision = Literal["float32", "int8"]
 SCALE_SUFFIX = ".int8_scale"
-INT8_MIN_NUMEL = 4096  # smaller tensors (norms, biases, the heads' small matrices) stay float32
+INT8_MIN_NUMEL = 2048  # smaller tensors (norms, biases, the routers) stay float32
 
 
 def save_qc_model(
@@ -239,9 +239,9 @@ def save_qc_model(
     """`directory`/model.safetensors and config.json (the model's shape, its class names in
     logit order, `metrics`, and the weights' precision).
 
-    `precision="int8"` stores each large matrix as int8 with one float32 scale per row of its
-    last dimension (symmetric, absmax / 127): a quarter of the bytes, for a model shipped inside
-    the repository; `load_qc_model` turns it back into float32."""
+    `precision="int8"` stores each large matrix as int8 with one float16 scale per row
+    (symmetric, absmax / 127; `quantize_int8`): about a quarter of the bytes, for a model shipped
+    inside the repository; `load_qc_model` turns it back into float32."""
     if len(class_names) != model.config.num_classes:
         raise ValueError(f"{len(class_names)} class names for a model of {model.config.num_classes} classes")
     directory = Path(directory)
@@ -259,27 +259,38 @@ def save_qc_model(
 
 
 def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Large float tensors as int8 plus a per-row float32 scale (`name` + SCALE_SUFFIX)."""
+    """Large float tensors as int8 plus a float16 scale per row (`name` + SCALE_SUFFIX): a row
+    is an output channel of a convolution kernel, else a row of the last dimension (an expert's
+    output unit in the stacked experts)."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         if not tensor.is_floating_point() or tensor.dim() < 2 or tensor.numel() < INT8_MIN_NUMEL:
             out[name] = tensor
             continue
-        scale = tensor.float().abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127.0
-        out[name] = (tensor.float() / scale).round().clamp(-127, 127).to(torch.int8)
-        out[name + SCALE_SUFFIX] = scale.squeeze(-1).contiguous()
+        rows_RK = (
+            tensor.float().flatten(1) if tensor.dim() == 4 else tensor.float().reshape(-1, tensor.shape[-1])
+        )
+        scale_R1 = (rows_RK.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-8).half().float()
+        out[name] = (rows_RK / scale_R1).round().clamp(-127, 127).to(torch.int8).reshape(tensor.shape)
+        out[name + SCALE_SUFFIX] = scale_R1.squeeze(1).half()
     return out
 
 
 def dequantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The float32 state of `quantize_int8`'s output."""
-    return {
-        name: tensor.float() * state[name + SCALE_SUFFIX].unsqueeze(-1)
-        if name + SCALE_SUFFIX in state
-        else tensor
-        for name, tensor in state.items()
-        if not name.endswith(SCALE_SUFFIX)
-    }
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        if name + SCALE_SUFFIX not in state:
+            out[name] = tensor
+            continue
+        scale_R1 = state[name + SCALE_SUFFIX].float()[:, None]
+        rows_RK = (
+            tensor.float().flatten(1) if tensor.dim() == 4 else tensor.float().reshape(-1, tensor.shape[-1])
+        )
+        out[name] = (rows_RK * scale_R1).reshape(tensor.shape)
+    return out
 
 
 def load_qc_model(directory: str | Path) -> tuple[QCModel, dict[str, Any]]:
