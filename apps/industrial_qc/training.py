@@ -53,7 +53,7 @@ InspectionNet = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
