@@ -1,8 +1,7 @@
-"""From boxes to per-patch targets, and from per-patch outputs back to boxes, heat maps and metrics.
+"""From boxes to per-patch targets, and from per-patch outputs back to boxes and metrics.
 
     labels_P, box_P = patch_assignment(boxes_N4, labels_N, image_size=192, cell_size=config.cell)
     distances_P4 = distance_targets(boxes_N4, box_P, image_size=192, cell_size=config.cell)  # training
-    maps_BSS = heat_maps(patch_label_probs(cell_logits_BPL), image_size=192)             # to draw
     found = boxes_from_cells(probs_PL, distances_P4, cell_size=config.cell, threshold=0.5)  # one image
     mean_ap, ap_C = mean_average_precision(predictions, truths, num_classes=6)           # mAP50
 
@@ -26,8 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from core_model.embedders import patch_scores_to_map
 
 BACKGROUND = 0
 
@@ -55,21 +52,6 @@ class Boxes:
 
 
 # ----------------------------------------------------------------------------- boxes -> targets
-def patch_targets(
-    boxes_N4: np.ndarray | torch.Tensor,
-    labels_N: np.ndarray | torch.Tensor,
-    *,
-    image_size: int,
-    cell_size: int,
-    min_cover: float = 0.5,
-) -> torch.Tensor:
-    """Per-patch training labels [P] (int64; 0 background, class k -> k + 1), row-major: the
-    labels of `patch_assignment`."""
-    return patch_assignment(
-        boxes_N4, labels_N, image_size=image_size, cell_size=cell_size, min_cover=min_cover
-    )[0]
-
-
 def patch_assignment(
     boxes_N4: np.ndarray | torch.Tensor,
     labels_N: np.ndarray | torch.Tensor,
@@ -138,16 +120,6 @@ def distances_to_boxes(distances_P4: torch.Tensor, *, cell_size: int, image_size
     xy_P2 = cell_centres(image_size // cell_size, cell_size)
     boxes_P4 = torch.cat([xy_P2 - distances_P4[:, :2], xy_P2 + distances_P4[:, 2:]], dim=-1)
     return boxes_P4.clamp(0, image_size)
-
-
-# ----------------------------------------------------------------------------- scores -> maps
-def heat_maps(patch_probs_BPL: torch.Tensor, *, image_size: int) -> torch.Tensor:
-    """Defect probability per pixel [B, S, S] in [0, 1]: each patch's 1 - P(background),
-    upsampled bilinearly from the square patch grid to the image."""
-    B, P, _ = patch_probs_BPL.shape
-    G = grid_side(P)
-    defect_BP = 1.0 - patch_probs_BPL[..., BACKGROUND]
-    return patch_scores_to_map(defect_BP, (G, G), image_size=image_size, mode="bilinear").clamp(0.0, 1.0)
 
 
 def grid_side(num_patches: int) -> int:

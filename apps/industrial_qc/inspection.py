@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from core_model.embedders import patch_scores_to_map
+
 from .dataset import GOOD, load_image
 from .detection import BACKGROUND, boxes_from_cells, grid_side, patch_label_probs
 from .model import CARD, WEIGHTS, QCModelConfig, load_qc_model
@@ -193,11 +195,10 @@ def render_overlay(image: bytes, *, anomaly_map: dict[str, Any], defects: list[d
     the defect score is higher) and each defect's box and "class score" drawn; PNG bytes."""
     pixels_3HW = load_image(image)  # 16-bit and float images keep their grey levels
     base = Image.fromarray((pixels_3HW.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    grid_RC = np.asarray(anomaly_map["values"], dtype=np.float32).reshape(
-        anomaly_map["rows"], anomaly_map["cols"]
-    )
-    heat = Image.fromarray((grid_RC.clip(0, 1) * 255 * HEAT_OPACITY).astype(np.uint8), mode="L")
-    heat = heat.resize(base.size, Image.Resampling.BILINEAR)
+    scores_1Q = torch.tensor([anomaly_map["values"]], dtype=torch.float32)
+    grid, (W, H) = (anomaly_map["rows"], anomaly_map["cols"]), base.size
+    map_HW = patch_scores_to_map(scores_1Q, grid, image_size=(H, W), mode="bilinear")[0].clamp(0, 1)
+    heat = Image.fromarray((map_HW.numpy() * 255 * HEAT_OPACITY).astype(np.uint8), mode="L")
     out = Image.composite(Image.new("RGB", base.size, HEAT_RGB), base, heat)
     draw = ImageDraw.Draw(out)
     width = max(1, round(min(base.size) / 150))

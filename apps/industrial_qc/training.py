@@ -45,6 +45,7 @@ from .detection import (
     mean_average_precision,
     patch_assignment,
     patch_label_probs,
+    per_class_recall,
 )
 from .model import QCModel, QCModelConfig
 
@@ -288,11 +289,8 @@ def evaluate(
             ]
     predicted_N, true_N = torch.cat(predicted).numpy(), torch.cat(true).numpy()
     mean_ap, ap_C = mean_average_precision(found, truths, num_classes=len(classes))
-    recall = {
-        name: float((predicted_N[true_N == c] == c).mean())
-        for c, name in enumerate(classes)
-        if (true_N == c).any()
-    }
+    recall_C = per_class_recall(predicted_N, true_N, num_classes=len(classes))
+    recall = {name: float(r) for name, r in zip(classes, recall_C, strict=True) if not np.isnan(r)}
     return Evaluation(
         images=len(records),
         accuracy=accuracy(predicted_N, true_N),

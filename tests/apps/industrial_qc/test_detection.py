@@ -1,6 +1,5 @@
 """Detection helpers on hand-made inputs: patch targets from boxes, boxes from cell scores and
-distances, NMS,
-IoU, VOC mAP, heat maps and the classification metrics.
+distances, NMS, IoU, VOC mAP and the classification metrics.
 
 .venv/bin/python -m pytest -q tests/apps/industrial_qc/test_detection.py
 """
@@ -19,11 +18,9 @@ from apps.industrial_qc.detection import (
     boxes_from_cells,
     distance_targets,
     distances_to_boxes,
-    heat_maps,
     mean_average_precision,
     nms,
     patch_assignment,
-    patch_targets,
     per_class_recall,
 )
 
@@ -31,25 +28,25 @@ from apps.industrial_qc.detection import (
 def test_a_patch_takes_the_class_of_the_box_covering_most_of_it():
     # 4 x 4 grid of 8-px patches on a 32-px image. Box of class 2 (label 3) over patches (0,0)
     # and (0,1) fully and (1, 0..1) for a quarter; a class-0 box over (2..3, 2..3) fully.
-    targets_P = patch_targets([[0, 0, 16, 10], [16, 16, 32, 32]], [2, 0], image_size=32, cell_size=8)
+    targets_P = patch_assignment([[0, 0, 16, 10], [16, 16, 32, 32]], [2, 0], image_size=32, cell_size=8)[0]
     expected_GG = torch.tensor([[3, 3, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
     assert torch.equal(targets_P, expected_GG.reshape(-1))
 
 
 def test_overlapping_boxes_the_larger_cover_wins():
     # Both boxes reach patch (0, 0); class 1 covers 3/4 of it, class 4 all of it.
-    targets_P = patch_targets([[2, 0, 8, 8], [0, 0, 8, 8]], [1, 4], image_size=16, cell_size=8)
+    targets_P = patch_assignment([[2, 0, 8, 8], [0, 0, 8, 8]], [1, 4], image_size=16, cell_size=8)[0]
     assert targets_P.tolist() == [5, 0, 0, 0]
 
 
 def test_a_thin_box_still_marks_the_patches_it_covers_most():
     # 6 px wide, straddling the two patch columns (3 px in each): under half of any patch.
-    targets_P = patch_targets([[5, 0, 11, 16]], [0], image_size=16, cell_size=8)
+    targets_P = patch_assignment([[5, 0, 11, 16]], [0], image_size=16, cell_size=8)[0]
     assert targets_P.tolist() == [1, 1, 1, 1]
 
 
 def test_no_boxes_is_all_background():
-    assert patch_targets(np.zeros((0, 4)), [], image_size=16, cell_size=8).tolist() == [0] * 4
+    assert patch_assignment(np.zeros((0, 4)), [], image_size=16, cell_size=8)[0].tolist() == [0] * 4
 
 
 def probs_with(cells: dict[tuple[int, int, int], float], *, grid: int, labels: int) -> torch.Tensor:
@@ -107,7 +104,7 @@ def test_the_nearest_box_decodes_back_from_its_distance_targets():
     boxes_N4 = [[0, 0, 16, 10], [16, 16, 32, 32]]
     labels_P, index_P = patch_assignment(boxes_N4, [2, 0], image_size=32, cell_size=8)
     assert index_P.tolist() == [0, 0, -1, -1, -1, -1, -1, -1, -1, -1, 1, 1, -1, -1, 1, 1]
-    assert torch.equal(labels_P, patch_targets(boxes_N4, [2, 0], image_size=32, cell_size=8))
+    assert labels_P.tolist() == [3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1]
     distances_P4 = distance_targets(boxes_N4, index_P, image_size=32, cell_size=8)
     decoded_P4 = distances_to_boxes(distances_P4, cell_size=8, image_size=32)
     for p, box in enumerate(index_P.tolist()):
@@ -162,21 +159,6 @@ def test_ap_ignores_other_classes_and_low_overlap():
     shifted = [Boxes([[6, 0, 16, 10]], [0], [0.9])]  # IoU 4/16
     assert average_precision(wrong_class, truths, label=0) == 0.0
     assert average_precision(shifted, truths, label=0) == 0.0
-
-
-def test_heat_map_shape_and_range():
-    probs_BPL = torch.softmax(torch.randn(2, 16, 4) * 3, dim=-1)
-    maps_BSS = heat_maps(probs_BPL, image_size=32)
-    assert maps_BSS.shape == (2, 32, 32)
-    assert float(maps_BSS.min()) >= 0.0 and float(maps_BSS.max()) <= 1.0
-    # The centre pixel of patch (0, 0) carries (nearly) its own defect probability.
-    assert float(maps_BSS[0, 3:5, 3:5].mean()) == pytest.approx(1 - float(probs_BPL[0, 0, 0]), abs=0.1)
-
-
-def test_heat_map_is_high_where_defects_are():
-    cells = {(0, 0, 1): 1.0}
-    maps_BSS = heat_maps(probs_with(cells, grid=4, labels=2)[None], image_size=32)
-    assert float(maps_BSS[0, 0, 0]) == pytest.approx(1.0) and float(maps_BSS[0, -1, -1]) == 0.0
 
 
 def test_accuracy_and_per_class_recall():

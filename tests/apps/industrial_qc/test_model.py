@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apps.industrial_qc.dataset import class_names, load_record, read_neu_det
-from apps.industrial_qc.detection import patch_targets
+from apps.industrial_qc.detection import patch_assignment
 from apps.industrial_qc.model import (
     QCModel,
     QCModelConfig,
@@ -46,7 +46,7 @@ def synthetic(n: int, *, config: QCModelConfig, seed: int) -> tuple[torch.Tensor
         y0 = int(torch.randint(0, S - h + 1, (1,), generator=g))
         images[i, :, y0 : y0 + h, x0 : x0 + w] = value
         box = [[x0, y0, x0 + w, y0 + h]]
-        targets.append(patch_targets(box, [int(labels[i])], image_size=S, cell_size=config.cell))
+        targets.append(patch_assignment(box, [int(labels[i])], image_size=S, cell_size=config.cell)[0])
     return images.expand(n, 3, S, S).contiguous(), labels, torch.stack(targets)
 
 
@@ -223,7 +223,9 @@ def neu_batch(config: QCModelConfig, *, n: int = 4) -> tuple[torch.Tensor, torch
         images.append(image_3SS)
         boxes_N4 = np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes])
         labels = [classes.index(b.label) for b in boxes]
-        targets.append(patch_targets(boxes_N4, labels, image_size=config.image_size, cell_size=config.cell))
+        targets.append(
+            patch_assignment(boxes_N4, labels, image_size=config.image_size, cell_size=config.cell)[0]
+        )
     return torch.stack(images), torch.arange(len(chosen)), torch.stack(targets)
 
 
