@@ -31,6 +31,7 @@ from ..model import MoEForCausalLM
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 GATHER_MAX_TOKENS = 256  # steps up to this many tokens gather per-token LoRA weights
+MAX_CACHED_STACKS = 8  # combinations of adapters whose stacked weights are kept
 _REFUSED = {
     "kv_b_proj": "the absorbed MLA decode uses kv_b_proj's weight directly; merge that LoRA into the base",
     "lm_head": "the engine runs lm_head on each sequence's last token only; merge that LoRA into the base",
@@ -160,6 +161,11 @@ class MultiLoRALinear(nn.Module):
         adapters = self._adapters
         if not adapters.groups:
             return y
+        if adapters.only is not None:  # every token uses one adapter: no gathering, no scattering
+            pair = adapters.only.weights.get(self.name)
+            if pair is None:
+                return y
+            return y + (F.linear(F.linear(x, pair[0]), pair[1]) * adapters.only.scale).to(y.dtype)
         x_NI, y_NO = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
         if adapters.slots_N is not None and adapters.scales_N11 is not None:  # few tokens: BGMV
             stacked = adapters.stacked(self.name)
@@ -179,6 +185,10 @@ class MultiLoRALinear(nn.Module):
         return y_NO.view(y.shape)
 
 
+# Per wrapped linear: A [S + 1, r, I] and B [S + 1, O, r] of S adapters, or None when none targets it.
+StackedWeights = dict[str, tuple[torch.Tensor, torch.Tensor] | None]
+
+
 class AdapterSet:
     """The adapters the engine may use, at most `max_loras` in memory, least recently used evicted."""
 
@@ -191,7 +201,11 @@ class AdapterSet:
         self.groups: list[tuple[Adapter, torch.Tensor]] = []  # this step's (adapter, token rows)
         self.slots_N: torch.Tensor | None = None  # this step's adapter slot per token, 0: none
         self.scales_N11: torch.Tensor | None = None
-        self._stacks: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        self.only: Adapter | None = None  # this step's adapter when every token uses it
+        # Stacked weights per combination of adapters (the step's, in slot order), kept across
+        # steps: a batch keeps its mix for many decode steps, and restacking costs a copy per linear.
+        self._stacks: OrderedDict[tuple[int, ...], tuple[tuple[Adapter, ...], StackedWeights]] = OrderedDict()
+        self._step_stacks: StackedWeights = {}
 
     def read(self, name: str, path: str | Path) -> Adapter:
         """Reads and checks an adapter without touching the set (no lock needed)."""
@@ -212,7 +226,9 @@ class AdapterSet:
     def unregister(self, name: str) -> None:
         self.paths.pop(name, None)
         self.hashes.pop(name, None)
-        self.resident.pop(name, None)
+        adapter = self.resident.pop(name, None)
+        if adapter is not None:
+            self._forget_stacks(adapter)
 
     def content_hash(self, name: str) -> str:
         """The prefix-cache key of a registered adapter (no disk access)."""
@@ -236,7 +252,7 @@ class AdapterSet:
             victim = next((n for n in self.resident if n not in in_use and n != adapter.name), None)
             if victim is None:
                 raise AdapterError(f"all {self.max_loras} adapter slots are in use; raise max_loras")
-            del self.resident[victim]
+            self._forget_stacks(self.resident.pop(victim))
         self._wrap(adapter)
         return adapter
 
@@ -251,33 +267,51 @@ class AdapterSet:
     def set_step(self, token_adapters: list[str | None], device: torch.device) -> None:
         """Which adapter each of the step's tokens uses (None: the base model).
 
-        Up to GATHER_MAX_TOKENS tokens, every wrapped linear gathers each token's A and B from a
-        stack of this step's adapters (two batched matmuls, whatever the number of adapters);
-        beyond, it runs one pair of matmuls per adapter over that adapter's rows.
+        When one adapter serves every token, each wrapped linear adds its LoRA to all rows at once.
+        Otherwise, up to GATHER_MAX_TOKENS tokens, every wrapped linear gathers each token's A and
+        B from a stack of this step's adapters (two batched matmuls, whatever the number of
+        adapters); beyond, it runs one pair of matmuls per adapter over that adapter's rows.
         """
         rows: dict[str, list[int]] = {}
         for row, name in enumerate(token_adapters):
             if name is not None:
                 rows.setdefault(name, []).append(row)
-        self.groups = [
-            (self.resident[name], torch.tensor(indices, device=device)) for name, indices in rows.items()
-        ]
-        self.slots_N = self.scales_N11 = None
-        self._stacks = {}
-        if self.groups and len(token_adapters) <= GATHER_MAX_TOKENS:
-            slot = {name: i + 1 for i, name in enumerate(rows)}
+        names = sorted(rows)
+        self.groups = [(self.resident[name], torch.tensor(rows[name], device=device)) for name in names]
+        self.slots_N = self.scales_N11 = self.only = None
+        if len(names) == 1 and len(rows[names[0]]) == len(token_adapters):
+            self.only = self.groups[0][0]
+        elif self.groups and len(token_adapters) <= GATHER_MAX_TOKENS:
+            slot = {name: i + 1 for i, name in enumerate(names)}
             self.slots_N = torch.tensor([slot[n] if n else 0 for n in token_adapters], device=device)
             scales = torch.tensor([0.0] + [adapter.scale for adapter, _ in self.groups], device=device)
             self.scales_N11 = scales[self.slots_N][:, None, None]
+            self._step_stacks = self._stacks_for(tuple(adapter for adapter, _ in self.groups))
+
+    def _stacks_for(self, adapters: tuple[Adapter, ...]) -> StackedWeights:
+        key = tuple(id(adapter) for adapter in adapters)  # the tuple kept with it pins the ids
+        if key in self._stacks:
+            self._stacks.move_to_end(key)
+        else:
+            self._stacks[key] = (adapters, {})
+            while len(self._stacks) > MAX_CACHED_STACKS:
+                self._stacks.popitem(last=False)
+        return self._stacks[key][1]
+
+    def _forget_stacks(self, adapter: Adapter) -> None:
+        """Drops the stacks holding an adapter that leaves memory (they would keep it there)."""
+        for key in [key for key, (held, _) in self._stacks.items() if any(a is adapter for a in held)]:
+            del self._stacks[key]
 
     def stacked(self, module_name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """This step's adapters' A [S + 1, r, I] and B [S + 1, O, r] for one linear (slot 0 and
         adapters without it: zeros; ranks padded with zeros), or None when none targets it."""
-        if module_name not in self._stacks:
+        stacks = self._step_stacks
+        if module_name not in stacks:
             pairs = [adapter.weights.get(module_name) for adapter, _ in self.groups]
             present = [pair for pair in pairs if pair is not None]
             if not present:
-                self._stacks[module_name] = None
+                stacks[module_name] = None
             else:
                 rank = max(a.shape[0] for a, _ in present)
                 a_ref, b_ref = present[0]
@@ -287,5 +321,5 @@ class AdapterSet:
                     if pair is not None:
                         a_stack[slot, : pair[0].shape[0]] = pair[0]
                         b_stack[slot, :, : pair[1].shape[1]] = pair[1]
-                self._stacks[module_name] = (a_stack, b_stack)
-        return self._stacks[module_name]
+                stacks[module_name] = (a_stack, b_stack)
+        return stacks[module_name]

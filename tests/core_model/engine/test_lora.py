@@ -76,6 +76,30 @@ def test_a_mixed_batch_matches_each_adapter_merged_and_alone(model, adapters, le
     assert finals[ids[1]].token_ids != base_alone  # the adapter changes the output
 
 
+@pytest.mark.parametrize("length", [9, 100])
+def test_a_batch_of_one_adapter_matches_it_merged(model, adapters, length):
+    engine = Engine(copy.deepcopy(model), config=EngineConfig(block_size=4))
+    engine.load_adapter("alpha", adapters["alpha"])
+    prompts = _prompts(2, length=length)
+    outputs = engine.generate(prompts, GREEDY, adapter="alpha")
+    reference = merged(model, adapters["alpha"])
+    for prompt, output in zip(prompts, outputs, strict=True):
+        assert output.token_ids == naive_generate(reference, prompt, max_new_tokens=10)
+
+
+def test_stacked_weights_outlive_a_step_but_not_their_adapter(model, adapters):
+    engine = Engine(copy.deepcopy(model), config=EngineConfig(block_size=4))
+    for name, path in adapters.items():
+        engine.load_adapter(name, path)
+    for prompt, name in zip(_prompts(2), ["alpha", "beta"], strict=True):
+        engine.add_request(prompt, GREEDY, adapter=name)
+    while engine.has_unfinished():
+        engine.step()
+    assert len(engine.adapters._stacks) == 1  # one mix for every decode step, stacked once
+    engine.unload_adapter("alpha")
+    assert not engine.adapters._stacks
+
+
 def test_least_recently_used_adapter_is_evicted_and_read_back(model, adapters):
     engine = Engine(copy.deepcopy(model), config=EngineConfig(max_loras=1))
     engine.load_adapter("alpha", adapters["alpha"])
