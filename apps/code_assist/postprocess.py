@@ -57,6 +57,7 @@ OPENERS = ("(", "[", "{", ":")  # a line ending with one of these opens a block
 CLOSERS = ")]}"
 AUTO_CLOSED = set(")]}\"'`;")  # what an editor may have typed after the cursor on its own
 _PAIRS = {")": "(", "]": "[", "}": "{"}
+_PROBE = "\x00probe"  # text no model writes
 
 
 def postprocess(completion: str, *, prefix: str, suffix: str, language: str | None) -> str:
@@ -73,8 +74,19 @@ def postprocess(completion: str, *, prefix: str, suffix: str, language: str | No
 
 def is_mid_line(suffix: str) -> bool:
     """Whether the cursor has text after it on its line (auto-closed characters aside): its
-    completion ends with the line, so a generator may stop at the first line break."""
+    completion ends with the line."""
     return not set(_line_tail(suffix).strip()) <= AUTO_CLOSED
+
+
+def scope_is_settled(completion: str, *, prefix: str, suffix: str, language: str | None) -> bool:
+    """Whether `limit_scope` already ended `completion` within its complete lines, so that no more
+    generated text can change what is kept: a generator may stop there. Probed by appending one
+    deeply indented line, which would continue any scope still open."""
+    if "\n" not in completion:
+        return False
+    complete = completion[: completion.rfind("\n") + 1]
+    probe = " " * 64 + _PROBE
+    return _PROBE not in limit_scope(complete + probe, prefix=prefix, suffix=suffix, language=language)
 
 
 def limit_scope(completion: str, *, prefix: str, suffix: str, language: str | None) -> str:

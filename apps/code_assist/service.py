@@ -20,9 +20,10 @@ import os
 import platform
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ from core_model.train.adapters import adapter_base
 from . import store
 from .database import MIGRATIONS
 from .languages import canonical
-from .postprocess import is_mid_line, postprocess
+from .postprocess import postprocess, scope_is_settled
 from .prompts import CANDIDATE_CHARS, CompletionPrompt, build_prompt
 from .repository_index import RepositoryIndex, Snippet
 from .schemas import (
@@ -134,10 +135,16 @@ class CodeAssist:
             temperature=self.settings.temperature if request.temperature is None else request.temperature,
             seed=request.seed,
             stop_token_ids=self.template.stop_ids(self.engine.tokenizer),
-            # Mid-line, post-processing keeps one line: generating past it is wasted time.
-            stop=("\n",) if segments is not None and is_mid_line(segments.suffix or "") else (),
         )
-        raw = await self._generate(prompt.text, params)
+        settled = None  # generating past what post-processing keeps is wasted time
+        if segments is not None:
+            settled = partial(
+                scope_is_settled,
+                prefix=segments.prefix,
+                suffix=segments.suffix or "",
+                language=canonical(language),
+            )
+        raw = await self._generate(prompt.text, params, settled=settled)
         if debug and debug.raw_prompt:
             text = raw.rstrip()
         else:
@@ -193,14 +200,19 @@ class CodeAssist:
                 kept.append(snippet)
         return kept
 
-    async def _generate(self, prompt: str, params: SamplingParams) -> str:
+    async def _generate(self, prompt: str, params: SamplingParams, *, settled=None) -> str:
+        """The generated text, stopped early once `settled(text)` says post-processing keeps
+        nothing more (closing the stream frees the request's place in the batch)."""
         try:
             self.engine.check(prompt, params)
         except ValueError as error:
             raise InvalidCompletionRequest(str(error)) from None
         text = ""
-        async for output in self.engine.stream(prompt, params, adapter=self.adapter):
-            text += output.delta_text
+        async with aclosing(self.engine.stream(prompt, params, adapter=self.adapter)) as outputs:
+            async for output in outputs:
+                text += output.delta_text
+                if settled is not None and "\n" in output.delta_text and settled(text):
+                    break
         return text
 
     def _store(self, completion_id: str, request: CompletionIn, *, language, snippets, text, raw, latency_ms):

@@ -6,7 +6,7 @@ OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/apps/code_assist/test_postpro
 import pytest
 
 from apps.code_assist import postprocess as postprocess_module
-from apps.code_assist.postprocess import MAX_CHECKS, is_mid_line, postprocess
+from apps.code_assist.postprocess import MAX_CHECKS, is_mid_line, postprocess, scope_is_settled
 
 PY_FUNCTION = "def f(x):\n    "  # a cursor on a new line of a function body
 PY_AFTER = "\n    return x\n"
@@ -132,6 +132,45 @@ def test_trailing_blank_lines_are_trimmed():
 
 def test_a_whitespace_only_completion_is_dropped():
     assert postprocess("   \n  ", prefix=PY_FUNCTION, suffix=PY_AFTER, language="python") == ""
+
+
+SETTLING = [  # (prefix, suffix, a completion as generated, how many characters settle its scope)
+    ("x = f(", ", c)\n", "a, b\ny = 2", len("a, b\n")),  # mid-line: the first line break
+    ("x = 1 +", "\n", " 2\nprint(x)\n", len(" 2\n")),  # a line that opens no block
+    (
+        "def f(x):",
+        "\n",
+        "\n    y = x\n    return y\n\ndef g():\n",
+        len("\n    y = x\n    return y\n\ndef g():\n"),
+    ),
+    (
+        PY_FUNCTION,
+        "\n",
+        "y = x + 1\n    if y:\n        y -= 1\n    return y\nz = 1\n",
+        None,
+    ),  # z's line ends it
+    ("if x {", "}\n", "\n  y++\n}\nmore\n", len("\n  y++\n}\n")),  # an auto-closed brace after the cursor
+]
+
+
+@pytest.mark.parametrize(("prefix", "suffix", "completion", "settles_at"), SETTLING)
+def test_the_scope_settles_on_the_line_that_ends_it_and_stopping_there_keeps_the_same_result(
+    prefix, suffix, completion, settles_at
+):
+    settles_at = settles_at or len(completion)
+    settled = [
+        scope_is_settled(completion[:n], prefix=prefix, suffix=suffix, language="python")
+        for n in range(1, len(completion) + 1)
+    ]
+    assert settled.index(True) + 1 == settles_at
+    assert all(settled[settles_at - 1 :])  # once settled, more text does not reopen it
+    early = postprocess(completion[:settles_at], prefix=prefix, suffix=suffix, language="python")
+    assert early == postprocess(completion, prefix=prefix, suffix=suffix, language="python")
+
+
+def test_a_line_opening_a_block_is_not_settled_before_its_body():
+    for partial in ("def g(x):\n", "def g(x):\n\n", "def g(x):\n    return"):
+        assert not scope_is_settled(partial, prefix="", suffix="\n", language="python")
 
 
 def test_syntax_checks_per_completion_are_bounded(monkeypatch):
