@@ -33,10 +33,27 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
-        self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x_BTD: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        real_rows_N: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`real_rows_N`: which of the B*T positions are real tokens, when some are padding: the
+        feed-forward, which works token by token, then runs on those alone."""
         x_BTD = x_BTD + self.self_attn(self.input_layernorm(x_BTD), cos, sin, mask)
-        return x_BTD + self.mlp(self.post_attention_layernorm(x_BTD))
+        h_BTD = self.post_attention_layernorm(x_BTD)
+        if real_rows_N is None or self._needs_whole_sequences():
+            return x_BTD + self.mlp(h_BTD)
+        h_ND = h_BTD.flatten(0, 1)
+        out_ND = self.mlp(h_ND.index_select(0, real_rows_N)[None])[0]
+        return x_BTD + torch.zeros_like(h_ND).index_add(0, real_rows_N, out_ND).view_as(x_BTD)
+
+    def _needs_whole_sequences(self) -> bool:
+        """The MoE's sequence-wise balance loss reads the batch as [B, T] while training."""
+        mlp = self.mlp
+        return isinstance(mlp, MoE) and mlp.training and mlp.config.aux_loss_alpha > 0
 
 
 class Trunk(nn.Module):
@@ -76,9 +93,12 @@ class Trunk(nn.Module):
         if position_ids is None:
             position_ids = default_position_ids(attention_mask, batch=B, length=T, device=device)
         cos, sin = self.rotary_emb(position_ids)
+        real_rows_N = None  # padding is often half a batch of short texts: feed-forwards skip it
+        if attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()):
+            real_rows_N = attention_mask.reshape(-1).nonzero().squeeze(1)
         x_BTD = inputs_embeds
         for layer in self.layers:
-            x_BTD = layer(x_BTD, cos, sin, mask)
+            x_BTD = layer(x_BTD, cos, sin, mask, real_rows_N)
         return self.norm(x_BTD)
 
 

@@ -19,6 +19,23 @@ def test_left_padding_does_not_change_the_logits():
     assert torch.allclose(alone, batched[:, 3:], atol=1e-5)
 
 
+def test_feed_forwards_skip_padding_and_the_real_tokens_get_what_they_get_alone():
+    model = load_model("tiny").eval()
+    lengths = [3, 9]
+    ids = torch.randint(1, 256, (2, 9))
+    mask = (torch.arange(9)[None] < torch.tensor(lengths)[:, None]).long()  # right padding
+    moe_layers = [layer.mlp for layer in model.model.layers if hasattr(layer.mlp, "tokens_per_expert")]
+    for moe in moe_layers:
+        moe.reset_buffers()
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask)
+        alone = model(ids[:1, :3])
+    assert torch.allclose(alone, batched[:1, :3], atol=1e-5)
+    real_tokens = sum(lengths) + 3  # the padded batch's and the lone sequence's, not the 6 pads
+    routed = real_tokens * model.config.num_experts_per_tok
+    assert [int(m.tokens_per_expert.sum()) for m in moe_layers] == [routed] * len(moe_layers)
+
+
 def test_a_token_does_not_see_the_future():
     model = load_model("tiny")
     ids = torch.randint(0, 256, (1, 8))
