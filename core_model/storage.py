@@ -4,6 +4,7 @@ per-app Alembic migrations in one database.
     MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "alembic_version_app", Base.metadata)
     MIGRATIONS.upgrade("sqlite:///runs/suite.db")   # create or migrate the app's tables (safe at every start)
     Session = session_factory(make_engine(url))
+    select(time_bucket(Row.created_at, 3600), func.count()).group_by(...)   # per hour, in SQL
 
 Any SQLAlchemy URL works (SQLite by default, PostgreSQL the same). Each app keeps its own
 migration history, with its own version table, and compares only its own tables, so the apps
@@ -24,10 +25,24 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, DateTime, Dialect, Engine, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    MetaData,
+    TypeDecorator,
+    create_engine,
+    event,
+    literal_column,
+)
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.functions import FunctionElement
 
 # Named constraints, so that Alembic's batch mode on SQLite can find them again.
 NAMING_CONVENTION = {
@@ -68,6 +83,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class epoch_seconds(FunctionElement):  # noqa: N801 (an SQL function, named like one)
+    """Whole seconds since 1970-01-01 UTC of a `UTCDateTime` column, in SQL."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(epoch_seconds)
+def _epoch_seconds(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    return f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) AS BIGINT)"
+
+
+@compiles(epoch_seconds, "sqlite")
+def _epoch_seconds_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    return f"CAST(strftime('%s', {compiler.process(element.clauses, **kw)}) AS INTEGER)"  # naive UTC
+
+
+def time_bucket(column: Any, width_s: int) -> ColumnElement[int]:
+    """The start of `column`'s `width_s`-second bucket (aligned to the epoch), as epoch seconds:
+    group by it to count per minute, hour or day in the database rather than in Python."""
+    width = literal_column(str(int(width_s)), BigInteger)  # a literal: the same SQL in SELECT and GROUP BY
+    return epoch_seconds(column) // width * width
 
 
 def make_engine(url: str | URL, *, echo: bool = False) -> Engine:

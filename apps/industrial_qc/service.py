@@ -163,10 +163,12 @@ class QCService:
         )
 
     def rates(self, *, bucket_minutes: int, since: datetime | None) -> dict[str, Any]:
+        """Per time bucket (aligned to the epoch), line and station: inspected, failed and their
+        rate; oldest first, then by line and station."""
         since = since or datetime.now(UTC) - DEFAULT_PERIOD
-        outcomes = self.store.outcomes(since=since)
-        return {"bucket_minutes": bucket_minutes, "since": since,
-                "buckets": failure_rates(outcomes, bucket_minutes=bucket_minutes)}  # fmt: skip
+        counts = self.store.failure_counts(since=since, bucket_s=bucket_minutes * 60)
+        buckets = [{**row, "rate": round(row["failed"] / row["inspected"], 6)} for row in counts]
+        return {"bucket_minutes": bucket_minutes, "since": since, "buckets": buckets}
 
     def pareto(self, *, since: datetime | None) -> dict[str, Any]:
         since = since or datetime.now(UTC) - DEFAULT_PERIOD
@@ -175,11 +177,10 @@ class QCService:
     def alerts(self, *, window_minutes: int) -> dict[str, Any]:
         """The lines whose failure rate over the last `window_minutes` is above their limit."""
         settings = self.current_settings()
-        outcomes = self.store.outcomes(since=datetime.now(UTC) - timedelta(minutes=window_minutes))
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for _, line_id, _, passed in outcomes:
-            counts[line_id][0] += 1
-            counts[line_id][1] += not passed
+        for row in self.store.failure_counts(since=datetime.now(UTC) - timedelta(minutes=window_minutes)):
+            counts[row["line_id"]][0] += row["inspected"]
+            counts[row["line_id"]][1] += row["failed"]
         alerts = []
         for line_id, (inspected, failed) in counts.items():
             limit = settings["line_limits"].get(line_id, settings["default_line_limit"])
@@ -243,24 +244,6 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
         "pred_label": "good" if record["passed"] else "defect",
         "image_url": f"/qc/inspections/{i}/image", "overlay_url": f"/qc/inspections/{i}/overlay.png",
     }  # fmt: skip
-
-
-def failure_rates(
-    outcomes: list[tuple[datetime, str, str, bool]], *, bucket_minutes: int
-) -> list[dict[str, Any]]:
-    """Per time bucket (aligned to the epoch), line and station: inspected, failed and their
-    rate; oldest first, then by line and station."""
-    width_s = bucket_minutes * 60
-    counts: dict[tuple[datetime, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for at, line_id, station_id, passed in outcomes:
-        start = datetime.fromtimestamp(at.timestamp() // width_s * width_s, UTC)
-        counts[(start, line_id, station_id)][0] += 1
-        counts[(start, line_id, station_id)][1] += not passed
-    return [
-        {"start": start, "line_id": line_id, "station_id": station_id, "inspected": inspected,
-         "failed": failed, "rate": round(failed / inspected, 6)}
-        for (start, line_id, station_id), (inspected, failed) in sorted(counts.items())
-    ]  # fmt: skip
 
 
 def pareto(counts: list[tuple[str, int]]) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ dashboard reads back from them.
     ids = store.add_inspections([row], defects=[[{"class": "scratches", "box": [...], "score": 0.9}]])
     store.inspections(line_id="L1", failed=True, limit=50)        # newest first, with defects
     store.add_feedback(ids[0], verdict="false_alarm", note=None, operator="ana", at=now)
-    store.outcomes(since=an_hour_ago)                             # what rates and alerts count
+    store.failure_counts(since=a_day_ago, bucket_s=3600)          # per hour, line and station, in SQL
     store.put_settings({"threshold": 0.7})
 
 Inspections come back as plain dicts (the table's columns, `defects` and the newest `feedback`),
@@ -15,13 +15,13 @@ never as rows bound to a session. No HTTP here, and no model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from core_model.storage import make_engine, session_factory
+from core_model.storage import make_engine, session_factory, time_bucket
 
 from .database import MIGRATIONS
 from .models import Defect, Feedback, Inspection, Setting
@@ -125,17 +125,29 @@ class InspectionStore:
             for row in rows
         ]  # fmt: skip
 
-    def outcomes(
-        self, *, since: datetime, until: datetime | None = None
-    ) -> list[tuple[datetime, str, str, bool]]:
-        """(created_at, line_id, station_id, passed) of the inspections from `since`, oldest first."""
-        query = select(Inspection.created_at, Inspection.line_id, Inspection.station_id, Inspection.passed)
-        query = query.where(Inspection.created_at >= since)
-        if until is not None:
-            query = query.where(Inspection.created_at < until)
+    def failure_counts(self, *, since: datetime, bucket_s: int | None = None) -> list[dict[str, Any]]:
+        """Inspected and failed parts from `since` per line and station, and per `bucket_s`-second
+        time bucket (aligned to the epoch; `start` None without one), counted in SQL: oldest
+        bucket first, then by line and station."""
+        failed = func.sum(case((Inspection.passed.is_(False), 1), else_=0))
+        keys: list[Any] = [Inspection.line_id, Inspection.station_id]
+        if bucket_s is not None:
+            keys.insert(0, time_bucket(Inspection.created_at, bucket_s))
+        query = (
+            select(*keys, func.count(Inspection.id), failed)
+            .where(Inspection.created_at >= since)
+            .group_by(*keys)
+            .order_by(*keys)
+        )
         with self.Session() as session:
-            rows = session.execute(query.order_by(Inspection.created_at, Inspection.id)).all()
-        return [(at, line, station, bool(passed)) for at, line, station, passed in rows]
+            rows = session.execute(query).all()
+        if bucket_s is None:
+            rows = [(None, *row) for row in rows]
+        return [
+            {"start": None if start is None else datetime.fromtimestamp(start, UTC), "line_id": line_id,
+             "station_id": station_id, "inspected": int(inspected), "failed": int(failed)}
+            for start, line_id, station_id, inspected, failed in rows
+        ]  # fmt: skip
 
     def defect_counts(self, *, since: datetime) -> list[tuple[str, int]]:
         """(class, defects) over the failed inspections from `since`, most first (ties by name)."""

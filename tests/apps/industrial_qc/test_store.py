@@ -1,5 +1,6 @@
 """The inspection store: migrations build exactly the tables of models.py; inspections come back
-newest first with their defects and newest feedback; Pareto counts only failed parts; settings
+newest first with their defects and newest feedback; Pareto counts only failed parts; failure
+counts per time bucket, line and station come from SQL; settings
 outlive the store; images are one file per content.
 
 .venv/bin/python -m pytest -q tests/apps/industrial_qc/test_store.py
@@ -85,7 +86,26 @@ def test_defect_counts_come_from_failed_inspections_only(store):
     )
     assert store.defect_counts(since=T0) == [("scratches", 2), ("inclusion", 1)]
     assert store.defect_counts(since=T0 + timedelta(minutes=1)) == [("inclusion", 1)]
-    assert [o[3] for o in store.outcomes(since=T0)] == [False, False, True]
+
+
+def test_failure_counts_are_grouped_by_time_bucket_line_and_station_in_sql(store):
+    parts = [row(0, passed=False), row(9), row(10, passed=False), row(11, passed=False), row(12, line="L2")]
+    parts += [row(13, station="S2", passed=False), row(-1, passed=False)]  # the last is before `since`
+    store.add_inspections(parts, defects=[[] for _ in parts])
+    counts = store.failure_counts(since=T0, bucket_s=600)
+    ten = T0 + timedelta(minutes=10)
+    assert [(c["start"], c["line_id"], c["station_id"], c["inspected"], c["failed"]) for c in counts] == [
+        (T0, "L1", "S1", 2, 1),
+        (ten, "L1", "S1", 2, 2),
+        (ten, "L1", "S2", 1, 1),
+        (ten, "L2", "S1", 1, 0),
+    ]
+    whole = store.failure_counts(since=T0)
+    assert [(c["start"], c["line_id"], c["station_id"], c["inspected"]) for c in whole] == [
+        (None, "L1", "S1", 4),
+        (None, "L1", "S2", 1),
+        (None, "L2", "S1", 1),
+    ]
 
 
 def test_settings_outlive_the_store(tmp_path):
