@@ -140,7 +140,7 @@ class InspectionStore:
             .order_by(*keys)
         )
         with self.Session() as session:
-            rows = session.execute(query).all()
+            rows: list[tuple[Any, ...]] = [tuple(row) for row in session.execute(query)]
         if bucket_s is None:
             rows = [(None, *row) for row in rows]
         return [
