@@ -48,6 +48,10 @@ from .settings import Backend
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
+# What a QC model returns: class logits [B, C], cell logits [B, Q, C + 1], box distances [B, Q, 4].
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 class NoModel(RuntimeError):
     """No inspection model where the settings point; the message says how to get one."""
 
@@ -82,14 +86,26 @@ class Inspector:
         self, images_B3SS: torch.Tensor, *, sizes: Sequence[tuple[int, int]], threshold: float
     ) -> list[Finding]:
         """Findings for each image; `sizes` are their (width, height) as uploaded."""
+        return self.findings(self.run(images_B3SS), sizes=sizes, threshold=threshold)
+
+    def run(self, images_B3SS: torch.Tensor) -> Outputs:
+        """The model's outputs for a batch (one forward at a time, whatever the thread)."""
         with self._lock, torch.inference_mode():
-            class_logits_BC, cell_logits_BQL, distances_BQ4 = self.forward(images_B3SS)
-        class_probs_BC = torch.softmax(torch.as_tensor(class_logits_BC).float(), dim=-1)
-        cell_probs_BQL = patch_label_probs(torch.as_tensor(cell_logits_BQL))
+            outputs = self.forward(images_B3SS)
+        class_logits_BC, cell_logits_BQL, distances_BQ4 = (torch.as_tensor(o) for o in outputs)
+        return class_logits_BC, cell_logits_BQL, distances_BQ4
+
+    def findings(
+        self, outputs: Outputs, *, sizes: Sequence[tuple[int, int]], threshold: float
+    ) -> list[Finding]:
+        """The findings that `run`'s outputs say, image by image."""
+        class_logits_BC, cell_logits_BQL, distances_BQ4 = outputs
+        class_probs_BC = torch.softmax(class_logits_BC.float(), dim=-1)
+        cell_probs_BQL = patch_label_probs(cell_logits_BQL)
         defect_BQ = defect_scores(cell_probs_BQL, good=self.good)
         return [
             self._finding(
-                class_probs_BC[b], cell_probs_BQL[b], defect_BQ[b], torch.as_tensor(distances_BQ4[b]),
+                class_probs_BC[b], cell_probs_BQL[b], defect_BQ[b], distances_BQ4[b],
                 size=size, threshold=threshold,
             )
             for b, size in enumerate(sizes)

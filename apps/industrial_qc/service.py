@@ -8,7 +8,9 @@ settings, and reads back what the operators' dashboard shows (failure rates, Par
     service.rates(bucket_minutes=5, since=an_hour_ago)
 
 `inspect` is blocking (decoding, the model, the disk and SQL): the API runs it in a worker
-thread, never on the event loop; the Inspector lets one forward run at a time. A model written
+thread, never on the event loop. Concurrent inspections share the model's forward passes (a
+`MicroBatcher`: one pass of 4 images costs far less than 4 passes of one), on one torch thread
+(two stall on the core the HTTP threads use: 4 clients 38 -> 50 inspections/s). A model written
 to the folder while serving (none at start, or a retrained one) is loaded by the next inspection.
 No HTTP here (`api.py`), no SQL (`store.py`).
 """
@@ -21,19 +23,22 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
+from core_model.batching import MicroBatcher
+
 from .dataset import DatasetError, load_image
 from .images import ImageStore, ImageTooLarge, NotAnImage, Upload, probe_image
-from .inspection import Inspector, NoModel, load_inspector, render_overlay
+from .inspection import Inspector, NoModel, Outputs, load_inspector, render_overlay
 from .model import CARD, WEIGHTS
 from .settings import QCSettings
 from .store import InspectionStore, UnknownInspection
 
 log = logging.getLogger(__name__)
 DEFAULT_PERIOD = timedelta(hours=24)  # rates and Pareto without `since`
+
 
 __all__ = ["ImageTooLarge", "NoModel", "NotAnImage", "QCService", "UnknownInspection"]
 
@@ -46,6 +51,7 @@ class QCService:
         self._load_error: str | None = None  # why the model there was not loaded, if it was not
         self._model_lock = threading.Lock()
         self._load_model()
+        self._forwards = MicroBatcher(run_together, torch_threads=1, name="qc-model")
 
     @classmethod
     def start(cls, settings: QCSettings) -> QCService:
@@ -110,9 +116,12 @@ class QCService:
         ]
         if threshold is None:
             threshold = self.current_settings()["threshold"]
-        images_B3SS = torch.stack([pixels(upload, size=inspector.image_size) for upload in uploads])
+        images = [pixels(upload, size=inspector.image_size) for upload in uploads]
+        futures = [self._forwards.submit((inspector, image)) for image in images]
+        per_image = [future.result() for future in futures]
+        outputs = cast(Outputs, tuple(torch.stack(parts) for parts in zip(*per_image, strict=True)))
         sizes = [(upload.width, upload.height) for upload in uploads]
-        findings = inspector.inspect(images_B3SS, sizes=sizes, threshold=threshold)
+        findings = inspector.findings(outputs, sizes=sizes, threshold=threshold)
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         for upload in uploads:
             self.images.put(upload.data, sha256=upload.sha256, extension=upload.extension)
@@ -225,6 +234,20 @@ class QCService:
             changes["line_limits"] = limits
         self.store.put_settings(changes)
         return self.current_settings()
+
+
+def run_together(items: list[tuple[Inspector, torch.Tensor]]) -> list[Outputs]:
+    """Each (inspector, image [3, S, S])'s outputs, one forward per inspector (a batch holds two
+    only across a model reload)."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, (inspector, _) in enumerate(items):
+        groups[id(inspector)].append(i)
+    results: list[Outputs | None] = [None] * len(items)
+    for indices in groups.values():
+        outputs = items[indices[0]][0].run(torch.stack([items[i][1] for i in indices]))
+        for row, i in enumerate(indices):
+            results[i] = cast(Outputs, tuple(output[row] for output in outputs))
+    return cast(list[Outputs], results)
 
 
 def pixels(upload: Upload, *, size: int) -> torch.Tensor:
