@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-cache-tokens", type=int, help="KV cache capacity in tokens")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
     serve.add_argument(
+        "--no-access-log", action="store_true", help="no log line per request (errors are still logged)"
+    )
+    serve.add_argument(
         "--quantize", choices=["int8"], help="weight-only int8 for linears and experts (about 1/4 the memory)"
     )
     serve.add_argument(
@@ -276,7 +279,9 @@ def run_server(args: argparse.Namespace) -> None:
     print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
     sys.stdout.flush()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=not args.no_access_log
+    )
 
 
 def run_suite(args: argparse.Namespace) -> None:
@@ -307,7 +312,8 @@ def run_suite(args: argparse.Namespace) -> None:
             ))  # fmt: skip
         if not args.no_qc_replay:  # it waits for the API too
             replays.append(qc_desk.start_replay(api=api, rate=args.qc_rate, model=args.qc_model))
-        main(["serve", "--port", str(args.port), "--finance-model", args.finance_model,
+        # The simulated lines post a transaction and a part every second: no line for each.
+        main(["serve", "--port", str(args.port), "--no-access-log", "--finance-model", args.finance_model,
               "--finance-database", args.finance_database, "--qc-model", args.qc_model,
               "--qc-database", args.qc_database, "--qc-images", args.qc_images])  # fmt: skip
     finally:

@@ -57,12 +57,25 @@ def test_serve_wants_adapters_as_name_equals_dir(capsys):
     assert raised.value.code == 2 and "expected NAME=DIR, got 'just-a-name'" in capsys.readouterr().err
 
 
-def test_serve_prints_its_url_and_answers_there(checkpoint):
+@pytest.mark.parametrize("options", [[], ["--no-access-log"]])
+def test_serve_prints_its_url_and_answers_there(checkpoint, tmp_path, options):
     with socket.socket() as probe:  # a free port; a tiny race with other processes is acceptable here
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "apps.cli", "serve", "--model", str(checkpoint), "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "apps.cli",
+        "serve",
+        "--model",
+        str(checkpoint),
+        "--port",
+        str(port),
+        *options,
+    ]
+    log = tmp_path / "server.log"
+    with log.open("w") as errors:
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
     try:
         line = server.stdout.readline()
         url = f"http://127.0.0.1:{port}"
@@ -78,3 +91,5 @@ def test_serve_prints_its_url_and_answers_there(checkpoint):
     finally:
         server.terminate()
         server.wait(timeout=10)
+    logged = server.stdout.read() + log.read_text()
+    assert ('"GET /v1/models HTTP/1.1" 200' in logged) == (not options)  # the access log
