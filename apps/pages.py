@@ -26,13 +26,19 @@ def page_process(
     args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`script` under `streamlit run` against the API at `api`, with the page's own `args`."""
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(script),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-        "--", "--api", api, *args,
-    ]  # fmt: skip
+    command = streamlit_command(script, port=port, host=host, args=["--api", api, *args])
     # NOTE: the key travels in the page's environment (its `--api-key` default), not in argv,
     # which `ps` shows to every user of the machine.
     env = {**os.environ, "VERTICALS_API_KEY": api_key} if api_key else None
     return subprocess.Popen(command, env=env)
+
+
+def streamlit_command(
+    script: Path, *, port: int, host: str = "127.0.0.1", args: Sequence[str] = ()
+) -> list[str]:
+    """The argv of `streamlit run SCRIPT -- ARGS`, headless, statistics off, the viewer's toolbar."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", *args,
+    ]  # fmt: skip

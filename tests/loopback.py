@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+
+from apps.pages import streamlit_command
 
 ROOT = Path(__file__).resolve().parents[1]  # commands run from the repository root
 
@@ -87,13 +88,13 @@ def streamlit_page(script: Path, *, args: list[str], log: Path, timeout_s: float
     """`streamlit run SCRIPT -- ARGS` headless on a free loopback port; yields its URL once its
     health route answers, stops it after."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(script),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--", *args,
-    ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    page = start(command, health=f"{url}/_stcore/health", log=log, timeout_s=timeout_s)
+    page = start(
+        streamlit_command(script, port=port, args=args),
+        health=f"{url}/_stcore/health",
+        log=log,
+        timeout_s=timeout_s,
+    )
     try:
         yield url
     finally:
