@@ -20,6 +20,7 @@ import os
 import platform
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -200,7 +201,9 @@ class CodeAssist:
                 kept.append(snippet)
         return kept
 
-    async def _generate(self, prompt: str, params: SamplingParams, *, settled=None) -> str:
+    async def _generate(
+        self, prompt: str, params: SamplingParams, *, settled: Callable[[str], bool] | None = None
+    ) -> str:
         """The generated text, stopped early once `settled(text)` says post-processing keeps
         nothing more (closing the stream frees the request's place in the batch)."""
         try:

@@ -58,7 +58,7 @@ from .settings import CustomerServiceSettings
 from .slots import Entity, SlotExtractor
 
 log = logging.getLogger(__name__)
-UNDERSTAND_LINGER_S = 0.02
+UNDERSTAND_LINGER_S = 0.02  # how long each model waits to regroup concurrent messages (MicroBatcher)
 REPLY_ADAPTER = "customer-service"
 STATE_WINDOW = 50  # the dialogue state is replayed from this many latest messages
 
