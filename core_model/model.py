@@ -84,18 +84,21 @@ class Trunk(nn.Module):
         B, T, _ = inputs_embeds.shape
         device = inputs_embeds.device
         mask: torch.Tensor | None
+        real_rows_N = None  # padding is often half a batch of short texts: feed-forwards skip it
         if attention_mask is not None and attention_mask.dim() == 4:
             if position_ids is None:
                 raise ValueError("a [B, 1, T, T] attention mask needs position_ids")
             mask = attention_mask.bool()
         else:
-            mask = attention_mask_for(attention_mask, self.config, length=T, causal=causal, device=device)
+            padding_BT = attention_mask
+            if padding_BT is not None and bool(padding_BT.all()):
+                padding_BT = None  # no padding: attention takes its causal fast path
+            mask = attention_mask_for(padding_BT, self.config, length=T, causal=causal, device=device)
+            if padding_BT is not None:
+                real_rows_N = padding_BT.reshape(-1).nonzero().squeeze(1)
         if position_ids is None:
             position_ids = default_position_ids(attention_mask, batch=B, length=T, device=device)
         cos, sin = self.rotary_emb(position_ids)
-        real_rows_N = None  # padding is often half a batch of short texts: feed-forwards skip it
-        if attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()):
-            real_rows_N = attention_mask.reshape(-1).nonzero().squeeze(1)
         x_BTD = inputs_embeds
         for layer in self.layers:
             x_BTD = layer(x_BTD, cos, sin, mask, real_rows_N)
@@ -119,8 +122,7 @@ def attention_mask_for(
     causal: bool,
     device: torch.device,
 ) -> torch.Tensor | None:
-    if attention_mask_BT is not None and bool(attention_mask_BT.all()):
-        attention_mask_BT = None  # no padding: let attention use its causal fast path
+    """The attention mask for a padding mask [B, T] (None: no padding)."""
     return attention_mask(
         attention_mask_BT,
         num_queries=length,
