@@ -178,6 +178,8 @@ class Engine:
         self._check_fits(len(prompt_ids), params.max_tokens)
         if params.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer to decode the output")
+        if max(params.first_token_ids, default=0) >= self.model.config.vocab_size:
+            raise ValueError(f"first_token_ids must be in [0, {self.model.config.vocab_size})")
         return prompt_ids
 
     def abort(self, request_id: str) -> None:
@@ -274,6 +276,9 @@ class Engine:
             params=[r.params for r in requests],
             generators=[r.generator for r in requests],
             seen_tokens=[s.token_ids for s in ready],
+            allowed_token_ids=[
+                () if s.output_ids else r.params.first_token_ids for s, r in zip(ready, requests, strict=True)
+            ],
         )
         outputs = []
         for i, (sequence, request) in enumerate(zip(ready, requests, strict=True)):

@@ -1,17 +1,17 @@
 """Token sampling for the inference engine: per-request settings and a batched sampler.
 
 `SamplingParams` is what one request asks for (length, temperature, top-k, top-p, repetition
-penalty, stops, seed, logprobs). `Sampler` turns one row of logits per request into one token per
-request, each row under its own params, and reports log-probabilities under the model's raw
-distribution. It is not a detokenizer and knows nothing about text: `stop`, `stop_token_ids`,
-`ignore_eos` and `max_tokens` are carried here but checked by the engine (`detokenize.StopStrings`
-matches stop strings); nor does it keep per-request state: the caller owns each request's
-generator (`make_generator`) and its seen tokens.
+penalty, stops, seed, logprobs, the tokens its first one may be). `Sampler` turns one row of logits
+per request into one token per request, each row under its own params, and reports log-probabilities
+under the model's raw distribution. It is not a detokenizer and knows nothing about text: `stop`,
+`stop_token_ids`, `ignore_eos` and `max_tokens` are carried here but checked by the engine
+(`detokenize.StopStrings` matches stop strings); nor does it keep per-request state: the caller owns
+each request's generator (`make_generator`) and its seen tokens.
 
-Per row, in the order of transformers' and vLLM's samplers: repetition penalty, then greedy if
-temperature == 0, else temperature, top-k, top-p (the nucleus, https://arxiv.org/abs/1904.09751)
-and a draw with the row's own generator, so a seeded request gets the same tokens whatever else
-shares its batch. A batch that is all greedy costs one argmax.
+Per row, in the order of transformers' and vLLM's samplers: the allowed tokens (a row given none
+allows all), repetition penalty, then greedy if temperature == 0, else temperature, top-k, top-p
+(the nucleus, https://arxiv.org/abs/1904.09751) and a draw with the row's own generator, so a
+seeded request gets the same tokens whatever else shares its batch. A batch that is all greedy costs one argmax.
 
 Legend: B batch (one row per request), V vocabulary, S rows that sample (temperature > 0),
 R rows with top-k or top-p, N rows asking for logprobs, K top alternatives.
@@ -42,18 +42,24 @@ class SamplingParams:
     ignore_eos: bool = False
     seed: int | None = None
     logprobs: int | None = None  # top alternatives per token; None: no logprobs; 0: the chosen token's
+    # When set, the first generated token is one of these (token healing: `core_model.healing`).
+    first_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists (from JSON) and a single stop string are accepted; the stored form is always a tuple.
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        object.__setattr__(self, "first_token_ids", tuple(self.first_token_ids))
         _require(self.max_tokens >= 1, "max_tokens must be >= 1", self.max_tokens)
         _require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)", self.temperature)
         _require(self.top_k >= 0, "top_k must be >= 0 (0 turns it off)", self.top_k)
         _require(0 < self.top_p <= 1, "top_p must be in (0, 1]", self.top_p)
         _require(self.repetition_penalty > 0, "repetition_penalty must be > 0", self.repetition_penalty)
         _require(all(self.stop), "stop strings must be non-empty", self.stop)
+        _require(
+            min(self.first_token_ids, default=0) >= 0, "first_token_ids must be >= 0", self.first_token_ids
+        )
         logprobs_ok = self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS
         _require(logprobs_ok, f"logprobs must be None or in [0, {MAX_LOGPROBS}]", self.logprobs)
 
@@ -89,7 +95,9 @@ class Sampler:
         params: Sequence[SamplingParams],
         generators: Sequence[torch.Generator | None],
         seen_tokens: Sequence[Sequence[int]],
+        allowed_token_ids: Sequence[Sequence[int]] | None = None,
     ) -> SampleOutput:
+        """One token per row; `allowed_token_ids` (per row, empty for any) restricts the choice."""
         if not len(logits_BV) == len(params) == len(generators) == len(seen_tokens):
             raise ValueError(
                 f"one row each: {len(logits_BV)} logits rows, {len(params)} params, "
@@ -97,7 +105,9 @@ class Sampler:
             )
         raw_BV = logits_BV.float()
         logits_BV = apply_repetition_penalty(
-            raw_BV, penalties=[p.repetition_penalty for p in params], seen_tokens=seen_tokens
+            restrict_to(raw_BV, allowed_token_ids or [()] * len(params)),
+            penalties=[p.repetition_penalty for p in params],
+            seen_tokens=seen_tokens,
         )
         token_ids_B = logits_BV.argmax(dim=-1)
         sampled = [row for row, p in enumerate(params) if p.temperature > 0]
@@ -110,6 +120,18 @@ class Sampler:
             )
         logprobs, top_logprobs = _raw_logprobs(raw_BV, token_ids_B, params=params)
         return SampleOutput(token_ids_B.tolist(), logprobs, top_logprobs)
+
+
+def restrict_to(logits_BV: torch.Tensor, allowed_token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """-inf outside each row's allowed tokens; a row allowing none is left whole."""
+    rows = [row for row, allowed in enumerate(allowed_token_ids) if allowed]
+    if not rows:
+        return logits_BV
+    keep_BV = torch.ones_like(logits_BV, dtype=torch.bool)
+    for row in rows:
+        keep_BV[row] = False
+        keep_BV[row, torch.tensor(allowed_token_ids[row], device=logits_BV.device)] = True
+    return logits_BV.masked_fill(~keep_BV, -math.inf)
 
 
 def apply_repetition_penalty(

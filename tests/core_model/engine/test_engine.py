@@ -115,6 +115,20 @@ def test_max_tokens_and_stop_token_ids_end_a_request(model):
     assert output.finish_reason == "stop"
 
 
+def test_first_token_ids_constrain_only_the_first_token(model):
+    [prompt] = _prompts([6], seed=6)
+    free_run = naive_generate(model, prompt, max_new_tokens=1)
+    allowed = (free_run[0] + 1, free_run[0] + 2)
+    [output] = Engine(model).generate(
+        [prompt], SamplingParams(max_tokens=6, temperature=0, first_token_ids=allowed)
+    )
+    assert output.token_ids[0] in allowed  # the model's own first choice was not allowed
+    rest = naive_generate(model, prompt + output.token_ids[:1], max_new_tokens=5)
+    assert output.token_ids[1:] == rest  # free after the first
+    with pytest.raises(ValueError, match="first_token_ids must be in"):
+        Engine(model).add_request(prompt, SamplingParams(first_token_ids=[model.config.vocab_size]))
+
+
 def test_stream_yields_each_token_then_finishes(model):
     engine = Engine(model)
     [prompt] = _prompts([5], seed=5)

@@ -20,13 +20,14 @@ def random_logits(B: int, *, seed: int = 0) -> torch.Tensor:
     return torch.randn(B, V, generator=torch.Generator().manual_seed(seed)) * 3
 
 
-def sample(logits_BV, params, *, generators=None, seen_tokens=None):
+def sample(logits_BV, params, *, generators=None, seen_tokens=None, allowed_token_ids=None):
     B = len(params)
     return Sampler().sample(
         logits_BV,
         params=params,
         generators=generators or [make_generator(p.seed, "cpu") for p in params],
         seen_tokens=seen_tokens or [[] for _ in range(B)],
+        allowed_token_ids=allowed_token_ids,
     )
 
 
@@ -92,6 +93,15 @@ def test_top_k_draws_only_the_k_best():
     assert set(sample(logits_BV, params).token_ids) == {0, 1, 2}
 
 
+def test_allowed_tokens_restrict_their_row_only():
+    logits_BV = torch.linspace(1.0, 0.0, V).expand(300, V)
+    params = [SamplingParams(seed=row) for row in range(299)] + [GREEDY]
+    allowed = [(7, 9)] * 299 + [()]
+    out = sample(logits_BV, params, allowed_token_ids=allowed)
+    assert set(out.token_ids[:299]) == {7, 9} and out.token_ids[299] == 0
+    assert sample(logits_BV[:1], [GREEDY], allowed_token_ids=[(9, 7)]).token_ids == [7]
+
+
 def test_repetition_penalty_demotes_a_seen_best_token():
     logits_BV = torch.tensor([[0.0, 4.0, 0.0, 5.0]])
     params = [SamplingParams(temperature=0, repetition_penalty=2.0)]
@@ -148,6 +158,7 @@ def test_make_generator_without_seed_is_none():
         ("logprobs", 21),
         ("logprobs", -1),
         ("stop", ("",)),
+        ("first_token_ids", (-1,)),
     ],
 )
 def test_invalid_params_name_the_field(field, value):
