@@ -155,7 +155,7 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
     import torch
 
     from apps.code_assist.postprocess import postprocess
-    from apps.code_assist.prompts import CANDIDATE_CHARS, build_prompt
+    from apps.code_assist.prompts import CANDIDATE_CHARS, build_prompt, engine_prompt
     from core_model import load_model, load_tokenizer
     from core_model.engine import Engine, SamplingParams
     from core_model.fim import fim_template
@@ -164,9 +164,7 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
     engine = Engine(load_model("embedded", dtype=torch.float32), tokenizer)
     engine.load_adapter("code", adapter)
     template = fim_template(tokenizer)
-    params = SamplingParams(
-        max_tokens=48, temperature=0, stop=("\n",), stop_token_ids=template.stop_ids(tokenizer)
-    )
+    stops = template.stop_ids(tokenizer)
     runs = {
         "adapter + context": ("code", True),
         "adapter, no context": ("code", False),
@@ -185,20 +183,30 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
                     language="python",
                     budget_chars=CANDIDATE_CHARS,
                 )
-            prompts.append(
-                build_prompt(
-                    template, prefix=case.prefix, suffix=case.suffix, language="python", snippets=snippets
-                ).text
+            text = build_prompt(
+                template, prefix=case.prefix, suffix=case.suffix, language="python", snippets=snippets
+            ).text
+            prompts.append(engine_prompt(tokenizer, text))
+        params = [
+            SamplingParams(
+                max_tokens=48,
+                temperature=0,
+                stop=("\n",),
+                stop_token_ids=stops,
+                first_token_ids=p.first_token_ids,
             )
+            for p in prompts
+        ]
         started = time.perf_counter()
-        outputs = engine.generate(prompts, params, adapter=adapter_name)
+        outputs = engine.generate([p.ids for p in prompts], params, adapter=adapter_name)
         print(f"  {name}: {len(prompts)} completions in {time.perf_counter() - started:.0f} s", flush=True)
+        texts = [p.completion_of(o.text) for p, o in zip(prompts, outputs, strict=True)]
         out[name] = [
-            first_line(postprocess(o.text, prefix=c.prefix, suffix=c.suffix, language="python"))
-            for o, c in zip(outputs, cases, strict=True)
+            first_line(postprocess(text, prefix=c.prefix, suffix=c.suffix, language="python"))
+            for text, c in zip(texts, cases, strict=True)
         ]
         if name == "adapter + context":  # what post-processing (scope, syntax) costs or gains
-            out[f"{name}, raw model output"] = [first_line(o.text) for o in outputs]
+            out[f"{name}, raw model output"] = [first_line(text) for text in texts]
     return out
 
 

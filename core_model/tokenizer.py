@@ -129,8 +129,8 @@ class Tokenizer:
         return self.encode(self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt))
 
     def fim_prompt(self, prefix: str, suffix: str) -> str:
-        """Fill-in-the-middle prompt in prefix-suffix-middle (PSM) order, in the format of this
-        tokenizer's model family (`core_model.fim`); the model writes the middle."""
+        """Fill-in-the-middle prompt in the format and order of this tokenizer's model family
+        (`core_model.fim`); the model writes the middle."""
         return fim_template(self).prompt(prefix, suffix)
 
     def save(self, directory: str | Path) -> Path:

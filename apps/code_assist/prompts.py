@@ -8,8 +8,10 @@ budgets the code adapter was trained with, in the model family's fill-in-the-mid
 Snippets go at the top of the prefix as line comments under a `Path:` line per file, as Tabby
 does: the prompt stays a plausible source file, and the model reads the snippets as what comes
 before. The same budgets cut the training examples (`training.py`) and the served prompts, so
-the adapter sees at training time what it is given at serving time. This module builds text; it
-does not retrieve snippets (`repository_index.py`), generate or post-process.
+the adapter sees at training time what it is given at serving time. `engine_prompt` turns the
+text into the token ids the engine is given, healed (`core_model.healing`): the cursor is mostly
+in the middle of a word. This module does not retrieve snippets (`repository_index.py`), generate
+or post-process.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Protocol
 
 from apps.code_assist.languages import line_comment
 from core_model.fim import FimTemplate
+from core_model.healing import HealedPrompt, heal
+from core_model.tokenizer import Tokenizer
 
 # Characters, not tokens: the editor's text is cut before tokenizing (about 3.4 characters per
 # token on Python with the embedded tokenizer: about 300 tokens on average, plus up to 64 generated).
@@ -107,3 +111,9 @@ def build_prompt(
         suffix=kept_suffix,
         snippets=tuple(snippet for snippet, _ in blocks),
     )
+
+
+def engine_prompt(tokenizer: Tokenizer, text: str) -> HealedPrompt:
+    """The prompt's token ids backed up by a token the completion must start with (generate
+    with `first_token_ids`, then `strip` the output)."""
+    return heal(tokenizer, tokenizer.encode(text, add_bos=tokenizer.bos_id is not None))

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core_model.engine import Engine, SamplingParams
 from core_model.fim import FimTemplate, fim_template
+from core_model.healing import HealedPrompt
 from core_model.serve.adapters import register_adapter
 from core_model.storage import make_engine, session_factory
 from core_model.train.adapters import adapter_base
@@ -40,7 +41,7 @@ from . import store
 from .database import MIGRATIONS
 from .languages import canonical
 from .postprocess import postprocess, scope_is_settled
-from .prompts import CANDIDATE_CHARS, CompletionPrompt, build_prompt
+from .prompts import CANDIDATE_CHARS, CompletionPrompt, build_prompt, engine_prompt
 from .repository_index import RepositoryIndex, Snippet
 from .schemas import (
     ChoiceOut,
@@ -131,11 +132,17 @@ class CodeAssist:
                 language=canonical(language),
                 snippets=candidates,
             )
+        tokenizer = self.engine.tokenizer
+        if debug and debug.raw_prompt:  # the caller's exact text
+            healed = HealedPrompt(tokenizer.encode(prompt.text, add_bos=tokenizer.bos_id is not None), "", ())
+        else:
+            healed = engine_prompt(tokenizer, prompt.text)
         params = SamplingParams(
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature if request.temperature is None else request.temperature,
             seed=request.seed,
-            stop_token_ids=self.template.stop_ids(self.engine.tokenizer),
+            stop_token_ids=self.template.stop_ids(tokenizer),
+            first_token_ids=healed.first_token_ids,
         )
         settled = None  # generating past what post-processing keeps is wasted time
         if segments is not None:
@@ -145,7 +152,7 @@ class CodeAssist:
                 suffix=segments.suffix or "",
                 language=canonical(language),
             )
-        raw = await self._generate(prompt.text, params, settled=settled)
+        raw = await self._generate(healed, params, settled=settled)
         if debug and debug.raw_prompt:
             text = raw.rstrip()
         else:
@@ -202,21 +209,21 @@ class CodeAssist:
         return kept
 
     async def _generate(
-        self, prompt: str, params: SamplingParams, *, settled: Callable[[str], bool] | None = None
+        self, prompt: HealedPrompt, params: SamplingParams, *, settled: Callable[[str], bool] | None = None
     ) -> str:
-        """The generated text, stopped early once `settled(text)` says post-processing keeps
-        nothing more (closing the stream frees the request's place in the batch)."""
+        """The text generated after the (unhealed) prompt, stopped early once `settled(text)` says
+        post-processing keeps nothing more (closing the stream frees the request's place in the batch)."""
         try:
-            self.engine.check(prompt, params)
+            self.engine.check(prompt.ids, params)
         except ValueError as error:
             raise InvalidCompletionRequest(str(error)) from None
         text = ""
-        async with aclosing(self.engine.stream(prompt, params, adapter=self.adapter)) as outputs:
+        async with aclosing(self.engine.stream(prompt.ids, params, adapter=self.adapter)) as outputs:
             async for output in outputs:
                 text += output.delta_text
-                if settled is not None and "\n" in output.delta_text and settled(text):
+                if settled is not None and "\n" in output.delta_text and settled(prompt.completion_of(text)):
                     break
-        return text
+        return prompt.completion_of(text)
 
     def _store(self, completion_id: str, request: CompletionIn, *, language, snippets, text, raw, latency_ms):
         with self._session() as session:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core_model import load_tokenizer
+from core_model.fim import fim_template
 from core_model.train.adapters import AdapterResult, AdapterTrainingConfig, train_adapter
 
 
@@ -74,11 +75,12 @@ def write_card(run: FimRun, metrics: dict, sources: dict[str, str]) -> None:
     """The adapter's README.md: what it was trained on, how long, and its best dev loss."""
     from .corpus import CONTEXT_SHARE, HELD_OUT_PACKAGES
 
+    order = fim_template(load_tokenizer(run.base)).order.upper()
     lines = [
         "# The code adapter (fill-in-the-middle)",
         "",
         f"LoRA (rank {run.rank}) on `{run.base}`, trained by `verticals code train` on "
-        f"{metrics['train_examples']:,} fill-in-the-middle examples (prefix-suffix-middle, loss on the "
+        f"{metrics['train_examples']:,} fill-in-the-middle examples ({order} order, loss on the "
         f"middle only; of {run.examples:,} cut, those whose middle starts past {run.max_length} tokens "
         f"are skipped) for {run.epochs} epoch(s), {metrics['steps']} steps in "
         f"{metrics['seconds'] / 60:.0f} min on the CPU. {CONTEXT_SHARE:.0%} of the examples carry "

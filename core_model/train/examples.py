@@ -13,8 +13,8 @@ Tasks and their examples (one JSON object per line in a .jsonl file):
                              word carries its tag, the others -100; predictions come back per word
   "lm"                       {"text"} (loss on every token), {"messages": [{"role", "content"}]}
                              (loss on assistant turns only, their end-of-turn token included) or
-                             {"prefix", "middle", "suffix"} (fill-in-the-middle, PSM order: loss on
-                             the middle and eos only)
+                             {"prefix", "middle", "suffix"} (fill-in-the-middle in the tokenizer's
+                             family format, `core_model.fim`: loss on the middle and eos only)
 
 This module knows nothing of models, training or metrics (adapters.py, metrics.py).
 

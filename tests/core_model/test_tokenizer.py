@@ -90,8 +90,8 @@ def test_unknown_chat_role_raises_value_error(tok):
         tok.apply_chat_template([{"role": "tool", "content": "x"}])
 
 
-def test_fim_prompt_orders_prefix_suffix_middle(tok):
-    assert tok.fim_prompt("a = ", "\nprint(a)") == f"{FIM_PREFIX}a = {FIM_SUFFIX}\nprint(a){FIM_MIDDLE}"
+def test_fim_prompt_puts_the_suffix_first_and_the_prefix_right_before_the_middle(tok):
+    assert tok.fim_prompt("a = ", "\nprint(a)") == f"{FIM_PREFIX}{FIM_SUFFIX}\nprint(a){FIM_MIDDLE}a = "
 
 
 def test_transformers_gives_same_ids(tok, hf_tok):
@@ -150,6 +150,9 @@ def test_fim_template_follows_the_tokenizers_sentinels():
     assert template.family == "deepseek-coder"
     assert template.prompt("a = ", "\nb") == "<｜fim▁begin｜>a = <｜fim▁hole｜>\nb<｜fim▁end｜>"
     assert template.stop_ids(deepseek) == (3, 0)  # end of sentence, then a new fill begun
+    qwen = fim_template(_Vocabulary(["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|endoftext|>"]))
+    assert qwen.family == "qwen2.5-coder"  # our sentinels' spelling, without our bos and eos: PSM
+    assert qwen.prompt("a = ", "\nb") == "<|fim_prefix|>a = <|fim_suffix|>\nb<|fim_middle|>"
     codellama = fim_template(_Vocabulary(["<PRE>", "<SUF>", "<MID>", "<EOT>"]))
     assert codellama.prompt("a", "b") == "<PRE> a <SUF>b <MID>"
 

@@ -63,7 +63,8 @@ def test_the_prompt_carries_the_repository_and_the_editors_snippets(http):
     assert set(files[1:]) <= {"shop/cart.py", "shop/money.py"} and files[1:]  # the index's, for to_cents
     prompt = out["debug_data"]["prompt"]
     assert "# Path: shop/tax.py\n# def vat(cents: int) -> int:\n#     return cents // 5\n" in prompt
-    assert prompt.startswith("<|fim_prefix|>") and prompt.endswith(CART_SUFFIX + "<|fim_middle|>")
+    assert prompt.startswith("<|fim_prefix|><|fim_suffix|>" + CART_SUFFIX + "<|fim_middle|>")
+    assert prompt.endswith(CART_PREFIX)
 
 
 def test_the_current_file_is_never_its_own_context(http):
@@ -74,6 +75,13 @@ def test_the_current_file_is_never_its_own_context(http):
 def test_a_completion_in_the_middle_of_a_line_stays_on_it(http):
     out = complete(http, prefix="def add(a, b):\n    return a", suffix=" + b\n", filepath="calc.py")
     assert "\n" not in out["choices"][0]["text"]
+
+
+def test_a_cursor_inside_a_word_completes_that_word(http):
+    prefix = "def add(a, b):\n    retur"  # tokenized " re" + "tur": healed, the model writes " return..."
+    out = complete(http, prefix=prefix, suffix="\n", filepath="calc.py")
+    assert out["debug_data"]["prompt"].endswith(prefix)  # the prompt shown is the editor's text
+    assert out["choices"][0]["text"][:1] in ("", "n")  # " return", " returns", ... less " retur"
 
 
 def test_a_completion_never_leaves_the_file_unparsable(http):

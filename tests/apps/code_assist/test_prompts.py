@@ -49,5 +49,5 @@ def test_the_prompt_is_in_the_tokenizers_fim_format_with_context_first():
         language="python",
         snippets=[snippet("m.py", "def f(): ...")],
     )
-    assert prompt.text == "<|fim_prefix|># Path: m.py\n# def f(): ...\ntotal = <|fim_suffix|>\n<|fim_middle|>"
+    assert prompt.text == "<|fim_prefix|><|fim_suffix|>\n<|fim_middle|># Path: m.py\n# def f(): ...\ntotal = "
     assert [s.filepath for s in prompt.snippets] == ["m.py"]
