@@ -11,7 +11,8 @@ each request's generator (`make_generator`) and its seen tokens.
 Per row, in the order of transformers' and vLLM's samplers: the allowed tokens (a row given none
 allows all), repetition penalty, then greedy if temperature == 0, else temperature, top-k, top-p
 (the nucleus, https://arxiv.org/abs/1904.09751) and a draw with the row's own generator, so a
-seeded request gets the same tokens whatever else shares its batch. A batch that is all greedy costs one argmax.
+seeded request gets the same tokens whatever else shares its batch. A batch that is all greedy
+costs one argmax.
 
 Legend: B batch (one row per request), V vocabulary, S rows that sample (temperature > 0),
 R rows with top-k or top-p, N rows asking for logprobs, K top alternatives.
