@@ -5,6 +5,12 @@ raw text a model generated at a cursor. The empty string means "show nothing".
 
 The steps, in order, each a function of its own:
 
+0. `cut_loops`: a model caught in a loop (`self.bottom_in_in_in_in_in`, the same import line over
+   and over) writes nothing useful past the loop's first turn. A line where a piece of 2 to 32
+   characters with a letter or digit repeats back to back 4 times or more, over 24 characters or
+   more, is cut after the piece's first occurrence, and the completion ends there; so does one
+   at the third identical line in a row, after the first. The service also stops generating
+   there (`is_looping`).
 1. `limit_scope`: keep the part of the completion that belongs at this cursor.
    - Text after the cursor on its line (mid-line): up to the end of the line. Closing brackets,
      quotes and `;` alone after the cursor (an editor's auto-closed pair) don't count as text.
@@ -62,11 +68,36 @@ _PROBE = "\x00probe"  # text no model writes
 
 def postprocess(completion: str, *, prefix: str, suffix: str, language: str | None) -> str:
     """The completion to show between `prefix` and `suffix`, or "" to show nothing."""
+    completion = cut_loops(completion)
     completion = limit_scope(completion, prefix=prefix, suffix=suffix, language=language)
     completion = drop_suffix_repetition(completion, prefix=prefix, suffix=suffix)
     completion = trim_blank_tail(completion, suffix=suffix)
     completion = fix_syntax(completion, prefix=prefix, suffix=suffix, language=language)
     return trim_blank_tail(completion, suffix=suffix)
+
+
+# --- 0. loops ---------------------------------------------------------------------------------------
+
+_LOOP = re.compile(r"(.{2,32}?)\1{3,}")  # a piece and 3 or more copies of it, back to back
+MIN_LOOP_CHARS = 24
+SAME_LINES = 3
+
+
+def cut_loops(completion: str) -> str:
+    """`completion` up to its first loop (rules in the module docstring)."""
+    lines = completion.split("\n")
+    for i, line in enumerate(lines):
+        for match in _LOOP.finditer(line):
+            if len(match[0]) >= MIN_LOOP_CHARS and re.search(r"\w", match[1]):
+                return "\n".join([*lines[:i], line[: match.start() + len(match[1])]])
+        if i >= SAME_LINES - 1 and line.strip() and len(set(lines[i - SAME_LINES + 1 : i + 1])) == 1:
+            return "\n".join(lines[: i - SAME_LINES + 2])
+    return completion
+
+
+def is_looping(completion: str) -> bool:
+    """Whether the text generated so far is caught in a loop: a generator may stop."""
+    return cut_loops(completion) != completion
 
 
 # --- 1. scope ---------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from core_model.train.adapters import adapter_base
 from . import store
 from .database import MIGRATIONS
 from .languages import canonical
-from .postprocess import postprocess, scope_is_settled
+from .postprocess import is_looping, postprocess, scope_is_settled
 from .prompts import CANDIDATE_CHARS, CompletionPrompt, build_prompt, engine_prompt
 from .repository_index import RepositoryIndex, Snippet
 from .schemas import (
@@ -212,7 +212,8 @@ class CodeAssist:
         self, prompt: HealedPrompt, params: SamplingParams, *, settled: Callable[[str], bool] | None = None
     ) -> str:
         """The text generated after the (unhealed) prompt, stopped early once `settled(text)` says
-        post-processing keeps nothing more (closing the stream frees the request's place in the batch)."""
+        post-processing keeps nothing more, or once the model loops (closing the stream frees the
+        request's place in the batch)."""
         try:
             self.engine.check(prompt.ids, params)
         except ValueError as error:
@@ -221,7 +222,10 @@ class CodeAssist:
         async with aclosing(self.engine.stream(prompt.ids, params, adapter=self.adapter)) as outputs:
             async for output in outputs:
                 text += output.delta_text
-                if settled is not None and "\n" in output.delta_text and settled(prompt.completion_of(text)):
+                if settled is None:
+                    continue
+                completion = prompt.completion_of(text)
+                if is_looping(completion) or ("\n" in output.delta_text and settled(completion)):
                     break
         return prompt.completion_of(text)
 

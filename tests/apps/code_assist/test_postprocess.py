@@ -1,4 +1,4 @@
-"""Post-processing of completions: cursor scope, suffix repetition, syntax trimming, blank tails.
+"""Post-processing of completions: loops, cursor scope, suffix repetition, syntax trimming, blank tails.
 
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/apps/code_assist/test_postprocess.py -q
 """
@@ -6,7 +6,14 @@ OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/apps/code_assist/test_postpro
 import pytest
 
 from apps.code_assist import postprocess as postprocess_module
-from apps.code_assist.postprocess import MAX_CHECKS, is_mid_line, postprocess, scope_is_settled
+from apps.code_assist.postprocess import (
+    MAX_CHECKS,
+    cut_loops,
+    is_looping,
+    is_mid_line,
+    postprocess,
+    scope_is_settled,
+)
 
 PY_FUNCTION = "def f(x):\n    "  # a cursor on a new line of a function body
 PY_AFTER = "\n    return x\n"
@@ -15,6 +22,28 @@ PY_AFTER = "\n    return x\n"
 def test_text_after_the_cursor_makes_it_mid_line_but_auto_closed_brackets_do_not():
     assert is_mid_line(", c)\nnext = 1\n")
     assert not is_mid_line(")]\nnext = 1\n") and not is_mid_line("\nnext = 1\n")
+
+
+def test_a_loop_within_a_line_is_cut_after_its_first_turn_and_ends_the_completion():
+    looping = "bottom_in_in_in_in_in_in_in_in_in_in_in_in\n    return 1"
+    assert cut_loops(looping) == "bottom_in" and is_looping(looping)
+    out = postprocess(
+        "rent + self.width + self.width + self.width + self.width + self.wi",
+        prefix="x = self.cur",
+        suffix="\n",
+        language="python",
+    )
+    assert out == "rent + self.width"  # cut, then the dangling " +" trimmed to what parses
+
+
+def test_the_third_identical_line_in_a_row_ends_the_completion_after_the_first():
+    assert cut_loops("import a\nimport b\nimport b\nimport b\nimport") == "import a\nimport b"
+    assert cut_loops("b = 1\nb = 1\nc") == "b = 1\nb = 1\nc"  # twice can be meant
+
+
+def test_repeats_that_code_writes_are_not_loops():
+    for text in ("x = [0, 0, 0, 0]", "# " + "-" * 60, " " * 40 + "pass", 'b"\\x00\\x00"', "a.b.c.d.e"):
+        assert not is_looping(text), text
 
 
 def test_mid_line_cursor_stops_at_end_of_line():
