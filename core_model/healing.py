@@ -45,6 +45,8 @@ MAX_HEALED_TOKENS = 3
 def heal(tokenizer: Tokenizer, ids: list[int]) -> HealedPrompt:
     """`ids` backed up by their last tokens (rules in the module docstring); a prompt of one
     token, or ending with an added one, comes back whole."""
+    if not ids or ids[-1] in tokenizer.backend.get_added_tokens_decoder():
+        return HealedPrompt(list(ids), "", ())  # a sentinel ends PSM prompts: no vocabulary needed
     texts, by_first_char = _vocabulary(tokenizer)
     for count in range(min(MAX_HEALED_TOKENS, len(ids) - 1), 0, -1):
         tail = [texts[i] for i in ids[-count:]]
@@ -62,7 +64,7 @@ _VOCABULARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _vocabulary(tokenizer: Tokenizer) -> tuple[list[str], dict[str, list[int]]]:
     """Each id's text ("" for added tokens, which healing never offers) and the ids by first
-    character; built once per tokenizer (about 1 s for a 129k vocabulary)."""
+    character; built once per tokenizer (7 ms for the embedded 8k vocabulary)."""
     if tokenizer not in _VOCABULARIES:
         added = set(tokenizer.backend.get_added_tokens_decoder())
         texts = ["" if i in added else tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
