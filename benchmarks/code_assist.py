@@ -8,11 +8,11 @@ and completion latency over loopback HTTP.
 Sections:
 - lines: the cursor inside a line of code of a held-out package (`corpus.HELD_OUT_PACKAGES`, never
   trained on), the target the rest of the line. Exact match and edit similarity (1 - Levenshtein /
-  longer length) of what the service would return (prompt, token healing, engine,
-  post-processing; its first line), for: the code adapter with repository context (the package's own index, the current file
-  left out) and without, the base model without the adapter, and a token 4-gram model (stupid
-  backoff) counted over the adapter's training packages; plus the adapter's raw output before
-  post-processing, to show what the syntax check drops.
+  longer length) of what the service would return (prompt, token healing, engine, post-processing;
+  its first line), for: the code adapter with repository context (the package's own index, the
+  current file left out) and without, the base model without the adapter, and a token 4-gram model
+  (stupid backoff) counted over the adapter's training packages; plus the adapter's raw output
+  before post-processing, to show what the syntax check drops.
 - humaneval, mbpp: pass@1 (greedy) of the embedded base model, every completion executed in the
   sandbox of `evaluation.py`.
 - latency: `verticals serve` in its own process; `POST /code/v1/completions` with 32 new tokens at

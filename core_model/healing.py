@@ -1,13 +1,13 @@
 """Token healing: a prompt cut inside a word ends inside a token.
 
-A byte-level BPE splits ` retur` into pieces (` re`, `tur`) it never uses for ` return`, so a
-model trained on whole words has rarely seen what follows them, and continues badly (the cursor
-of a code completion is mid-word most of the time). Healing backs the prompt up by its last
-tokens and lets the first generated token be any token whose text starts with theirs: the model
-then picks the tokenization it knows, ` return`, and the completion is what comes after the text
-backed off. It backs up as many tokens (at most `MAX_HEALED_TOKENS`) as some single token can
-still start with; one always can (the last token itself). The technique of Microsoft's guidance
-library.
+A byte-level BPE splits ` retur` into pieces (` re`, `tur`) it never uses for ` return`, so a model
+trained on whole words has rarely seen what follows them, and continues badly (the cursor of a code
+completion is mid-word most of the time). Healing backs the prompt up by its last tokens and lets
+the first generated token be any token whose text starts with theirs: the model then picks the
+tokenization it knows, ` return`, and the completion is what comes after the text backed off. It
+backs up as many tokens (at most `MAX_HEALED_TOKENS`) as some single token can still start with; one
+can (the last token itself) unless it holds part of a character only. The technique of Microsoft's
+guidance library.
 
     healed = heal(tokenizer, tokenizer.encode(prompt_text, add_bos=True))
     params = SamplingParams(max_tokens=32, first_token_ids=healed.first_token_ids)

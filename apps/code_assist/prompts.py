@@ -113,7 +113,8 @@ def build_prompt(
     )
 
 
-def engine_prompt(tokenizer: Tokenizer, text: str) -> HealedPrompt:
-    """The prompt's token ids backed up by a token the completion must start with (generate
-    with `first_token_ids`, then `strip` the output)."""
-    return heal(tokenizer, tokenizer.encode(text, add_bos=tokenizer.bos_id is not None))
+def engine_prompt(tokenizer: Tokenizer, text: str, *, healed: bool = True) -> HealedPrompt:
+    """The prompt's token ids, backed up by the tokens the completion must start with unless
+    `healed` is off (generate with `first_token_ids`, then take `completion_of` the output)."""
+    ids = tokenizer.encode(text, add_bos=tokenizer.bos_id is not None)
+    return heal(tokenizer, ids) if healed else HealedPrompt(ids, "", ())

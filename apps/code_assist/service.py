@@ -133,10 +133,8 @@ class CodeAssist:
                 snippets=candidates,
             )
         tokenizer = self.engine.tokenizer
-        if debug and debug.raw_prompt:  # the caller's exact text
-            healed = HealedPrompt(tokenizer.encode(prompt.text, add_bos=tokenizer.bos_id is not None), "", ())
-        else:
-            healed = engine_prompt(tokenizer, prompt.text)
+        # A raw prompt is the caller's exact text.
+        healed = engine_prompt(tokenizer, prompt.text, healed=not (debug and debug.raw_prompt))
         params = SamplingParams(
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature if request.temperature is None else request.temperature,
