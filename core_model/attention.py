@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MoEConfig, yarn_mscale
+from .linear import Linear
 
 
 class RMSNorm(nn.Module):
@@ -142,19 +143,19 @@ class MultiHeadLatentAttention(nn.Module):
         d, h = config.hidden_size, config.num_attention_heads
         self.num_heads = h
         if config.q_lora_rank is None:
-            self.q_proj = nn.Linear(d, h * config.qk_head_dim, bias=False)
+            self.q_proj = Linear(d, h * config.qk_head_dim, bias=False)
         else:
-            self.q_a_proj = nn.Linear(d, config.q_lora_rank, bias=config.attention_bias)
+            self.q_a_proj = Linear(d, config.q_lora_rank, bias=config.attention_bias)
             self.q_a_layernorm = RMSNorm(config.q_lora_rank)
-            self.q_b_proj = nn.Linear(config.q_lora_rank, h * config.qk_head_dim, bias=False)
-        self.kv_a_proj_with_mqa = nn.Linear(
+            self.q_b_proj = Linear(config.q_lora_rank, h * config.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = Linear(
             d, config.kv_lora_rank + config.qk_rope_head_dim, bias=config.attention_bias
         )
         self.kv_a_layernorm = RMSNorm(config.kv_lora_rank)
-        self.kv_b_proj = nn.Linear(
+        self.kv_b_proj = Linear(
             config.kv_lora_rank, h * (config.qk_nope_head_dim + config.v_head_dim), bias=False
         )
-        self.o_proj = nn.Linear(h * config.v_head_dim, d, bias=config.attention_bias)
+        self.o_proj = Linear(h * config.v_head_dim, d, bias=config.attention_bias)
 
     def queries(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per-head queries: q_nope [B, T, H, N] and the rotated q_rope [B, T, H, R]."""

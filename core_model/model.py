@@ -19,6 +19,7 @@ from torch import nn
 
 from .attention import MultiHeadLatentAttention, RMSNorm, RotaryEmbedding, attention_mask
 from .config import MoEConfig
+from .linear import Linear
 from .moe import MLP, MoE
 
 
@@ -139,7 +140,7 @@ class MoEForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = Trunk(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

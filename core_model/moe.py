@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MoEConfig
+from .linear import Linear, few_rows_pay
 
 Dispatch = Literal["grouped", "looped", "dense"]
 FEW_PAIRS_MAX_CPU_BYTES = 1 << 20  # measured on a 2-core AVX-512 Xeon: see benchmarks/moe_layer.py
@@ -40,9 +41,9 @@ class MLP(nn.Module):
     def __init__(self, config: MoEConfig, intermediate_size: int) -> None:
         super().__init__()
         d, bias = config.hidden_size, config.mlp_bias
-        self.gate_proj = nn.Linear(d, intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(d, intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(intermediate_size, d, bias=bias)
+        self.gate_proj = Linear(d, intermediate_size, bias=bias)
+        self.up_proj = Linear(d, intermediate_size, bias=bias)
+        self.down_proj = Linear(intermediate_size, d, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -216,7 +217,10 @@ class SortedRows:
         for expert, count in enumerate(self.counts):
             if count:  # mm into a slice of the output: no concatenation copy
                 rows = slice(start, start + count)
-                torch.mm(x_ND[rows], w_EOI[expert].t(), out=out_NO[rows])
+                if few_rows_pay(count, x_ND):
+                    out_NO[rows] = torch.mm(w_EOI[expert], x_ND[rows].t()).t()
+                else:
+                    torch.mm(x_ND[rows], w_EOI[expert].t(), out=out_NO[rows])
                 start += count
         return out_NO
 
@@ -297,7 +301,7 @@ class MoE(nn.Module):
         if shared is None:
             return True
         linears = (shared.gate_proj, shared.up_proj, shared.down_proj)
-        return all(type(m) is nn.Linear and m.bias is None for m in linears)
+        return all(type(m) is Linear and m.bias is None for m in linears)
 
     def _few_pairs(
         self, x_TD: torch.Tensor, weights_TK: torch.Tensor, expert_ids_TK: torch.Tensor

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from core_model import MoEConfig, MoEForCausalLM
+from core_model.linear import Linear
 from core_model.train.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, lora_weights, merge_lora
 
 
@@ -49,7 +50,7 @@ def test_merged_model_gives_the_unmerged_logits():
         merge_lora(model)
         merged = model(ids())
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
-    assert type(model.get_submodule("model.layers.0.self_attn.o_proj")) is torch.nn.Linear
+    assert type(model.get_submodule("model.layers.0.self_attn.o_proj")) is Linear  # the model's own again
     assert (unmerged - merged).abs().max().item() < 1e-4
     assert (unmerged - tiny_model()(ids())).abs().max().item() > 1e-2  # the LoRA did change something
 
