@@ -73,7 +73,9 @@ def measure(shape: tuple[int, int], rows: int, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=comma_separated(int), default=[1, 2, 4, 8, 16, 64])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the engine uses 1)")
     parser.add_argument("--repeats", type=int, default=200)
@@ -95,7 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"microseconds per product, x @ W^T / (W @ x^T)^T (ratio), {args.threads} thread(s)")
     print("\n".join(aligned_rows(table)))
     print(f"core_model.linear uses (W @ x^T)^T for {FEW_ROWS.start} to {FEW_ROWS.stop - 1} rows")
-    report = {"environment": environment(["cpu"]), "threads": args.threads, "shapes": shapes, "results": results}
+    report = {
+        "environment": environment(["cpu"]),
+        "threads": args.threads,
+        "shapes": shapes,
+        "results": results,
+    }
     write_report(report, args.out)
 
 

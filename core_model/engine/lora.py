@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,11 +27,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..linear import linear
 from ..model import MoEForCausalLM
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 GATHER_MAX_TOKENS = 256  # steps up to this many tokens gather per-token LoRA weights
 MAX_CACHED_STACKS = 8  # combinations of adapters whose stacked weights are kept
+MERGE_MAX_BYTES = 256 * 2**20  # an adapter whose merged linears fit this keeps merged copies of them
 _REFUSED = {
     "kv_b_proj": "the absorbed MLA decode uses kv_b_proj's weight directly; merge that LoRA into the base",
     "lm_head": "the engine runs lm_head on each sequence's last token only; merge that LoRA into the base",
@@ -49,6 +51,28 @@ class Adapter:
     content_hash: str  # prefix-cache key: two adapters with the same weights share cached blocks
     scale: float
     weights: dict[str, tuple[torch.Tensor, torch.Tensor]]  # module name -> (A [r, I], B [O, r])
+    # module name -> W + scale * B @ A, or None where the adapter is not merged into that linear
+    merged: dict[str, torch.Tensor | None] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        size = sum(b.shape[0] * a.shape[1] * a.element_size() for a, b in self.weights.values())
+        self.mergeable = size <= MERGE_MAX_BYTES  # merged copies of its linears fit the budget
+
+    def merged_weight(self, module_name: str, base: nn.Module) -> torch.Tensor | None:
+        """`base`'s weight with this adapter's LoRA merged in, made on first use and kept while the
+        adapter is in memory: a step whose tokens all use this adapter then runs one matmul per
+        linear, not three and an add. None where the LoRA does not touch `base`, where `base` is
+        not a plain float linear (int8), or where the adapter is not `mergeable`."""
+        if module_name not in self.merged:
+            pair = self.weights.get(module_name)
+            plain = isinstance(base, nn.Linear) and base.weight.is_floating_point()
+            if pair is None or not plain or not self.mergeable:
+                self.merged[module_name] = None
+            else:
+                a_rI, b_Or = pair
+                delta_OI = (b_Or.float() @ a_rI.float()) * self.scale
+                self.merged[module_name] = (base.weight.float() + delta_OI).to(base.weight.dtype)
+        return self.merged[module_name]
 
 
 def read_adapter(name: str, path: str | Path, *, model: MoEForCausalLM) -> Adapter:
@@ -157,11 +181,15 @@ class MultiLoRALinear(nn.Module):
         return self.base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
         adapters = self._adapters
+        if adapters.only is not None:  # every token uses one adapter: no gathering, no scattering
+            merged = adapters.only.merged_weight(self.name, self.base)
+            if merged is not None:
+                return linear(x, merged, self.base.bias)
+        y = self.base(x)
         if not adapters.groups:
             return y
-        if adapters.only is not None:  # every token uses one adapter: no gathering, no scattering
+        if adapters.only is not None:
             pair = adapters.only.weights.get(self.name)
             if pair is None:
                 return y

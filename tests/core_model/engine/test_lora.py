@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core_model import MoEConfig, MoEForCausalLM
-from core_model.engine import Engine, EngineConfig, SamplingParams, naive_generate
+from core_model.engine import Engine, EngineConfig, SamplingParams, lora, naive_generate
 from core_model.engine.lora import GATHER_MAX_TOKENS, AdapterError
 from tests.peft_adapters import write_adapter
 
@@ -77,7 +77,9 @@ def test_a_mixed_batch_matches_each_adapter_merged_and_alone(model, adapters, le
 
 
 @pytest.mark.parametrize("length", [9, 100])
-def test_a_batch_of_one_adapter_matches_it_merged(model, adapters, length):
+@pytest.mark.parametrize("merge_max_bytes", [lora.MERGE_MAX_BYTES, 0])  # merged copies, or LoRA matmuls
+def test_a_batch_of_one_adapter_matches_it_merged(model, adapters, length, merge_max_bytes, monkeypatch):
+    monkeypatch.setattr(lora, "MERGE_MAX_BYTES", merge_max_bytes)
     engine = Engine(copy.deepcopy(model), config=EngineConfig(block_size=4))
     engine.load_adapter("alpha", adapters["alpha"])
     prompts = _prompts(2, length=length)
@@ -85,6 +87,9 @@ def test_a_batch_of_one_adapter_matches_it_merged(model, adapters, length):
     reference = merged(model, adapters["alpha"])
     for prompt, output in zip(prompts, outputs, strict=True):
         assert output.token_ids == naive_generate(reference, prompt, max_new_tokens=10)
+    adapter = engine.adapters.resident["alpha"]
+    copies = sorted(name for name, weight in adapter.merged.items() if weight is not None)
+    assert copies == (sorted(adapter.weights) if merge_max_bytes else [])  # one per linear it targets
 
 
 def test_stacked_weights_outlive_a_step_but_not_their_adapter(model, adapters):
