@@ -6,7 +6,10 @@ most `max_loras` of them in memory (least recently used out first, reloaded from
 for again) and wraps each targeted `nn.Linear` of the model in a `MultiLoRALinear`. Before each
 step the runner tells the set which adapter each token uses; every wrapped linear then adds,
 for each adapter present, `scale * (x_rows @ A^T) @ B^T` to that adapter's rows only: tokens are
-grouped by adapter, and the base matmul runs once for all of them (as Punica/S-LoRA do).
+grouped by adapter, and the base matmul runs once for all of them (as Punica/S-LoRA do). A step
+whose tokens all use one adapter instead multiplies by merged copies of the linears it targets
+(`Adapter.merged_weight`), kept while the adapter is resident if they fit MERGE_MAX_BYTES: a small
+model's adapters fit, a full DeepSeek checkpoint's do not.
 
 Refused with a clear error: LoRA on `kv_b_proj` (the absorbed decode reads its weight directly)
 and on the stacked routed experts.
