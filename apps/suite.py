@@ -55,11 +55,16 @@ def create_app(
         )
     if settings.quantize == "int8":
         quantize_int8(model)
-    config = EngineConfig()
-    if settings.max_cache_tokens is not None:
-        config = EngineConfig(max_cache_tokens=settings.max_cache_tokens)
+    fields = {} if settings.max_cache_tokens is None else {"max_cache_tokens": settings.max_cache_tokens}
+    config = EngineConfig.for_serving(model, **fields)
     engine = Engine(model, tokenizer, config)
-    log.info("loaded %s on %s; cache %d tokens", settings.model, device, config.max_cache_tokens)
+    log.info(
+        "loaded %s on %s; cache %d tokens; bfloat16 experts from %s token-expert pairs",
+        settings.model,
+        device,
+        config.max_cache_tokens,
+        config.bfloat16_experts_from or "none (off)",
+    )
     for name, path in settings.adapters:
         register_adapter(engine, name, path)
         log.info("loaded adapter %r from %s", name, path)

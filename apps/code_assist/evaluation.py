@@ -350,4 +350,4 @@ def evaluate_model(
 
 def _engine(source: str, *, device: str) -> Engine:
     model = load_model(source, device=device, dtype=serving_dtype(source, device))
-    return Engine(model, load_tokenizer(source), EngineConfig())
+    return Engine(model, load_tokenizer(source), EngineConfig.for_serving(model))

@@ -25,10 +25,13 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..checkpoint import cpu_has_native_bfloat16
 from ..model import MoEForCausalLM
+from ..moe import use_bfloat16_experts
 from ..tokenizer import Tokenizer
 from .cache import BlockPool, LatentCache
 from .detokenize import IncrementalDetokenizer, StopStrings
@@ -38,6 +41,9 @@ from .sampling import Sampler, SamplingParams, make_generator
 from .scheduler import Scheduler, Sequence
 
 log = logging.getLogger(__name__)
+
+BFLOAT16_EXPERTS_FROM = 64  # token-expert pairs: a 16-token prefill chunk of a top-4 model
+BFLOAT16_EXPERTS_MAX_BYTES = 2**30  # the most memory for_serving spends on bfloat16 expert copies
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,26 @@ class EngineConfig:
     # process has, so the event loop that delivers each token keeps a core: with every core in
     # the step's OpenMP team, 32 streamed tokens took 3.2x as long as `generate` on 2 cores.
     worker_threads: int | None = None
+    # On CPU with float32 weights: routed experts multiply steps of at least this many token-expert
+    # pairs (prefill chunks) through bfloat16 copies of their weights (moe.use_bfloat16_experts).
+    # None: off. `for_serving` turns it on where the CPU multiplies bfloat16 natively.
+    bfloat16_experts_from: int | None = None
+
+    @classmethod
+    def for_serving(cls, model: MoEForCausalLM, **fields: Any) -> EngineConfig:
+        """`EngineConfig(**fields)`, with bfloat16 experts for prefill where they pay: a CPU that
+        multiplies bfloat16 natively, float32 routed experts, and their copy within
+        BFLOAT16_EXPERTS_MAX_BYTES."""
+        weight = model.embed_tokens.weight
+        expert_params = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+        if (
+            weight.device.type == "cpu"
+            and weight.dtype == torch.float32
+            and cpu_has_native_bfloat16()
+            and expert_params * 2 <= BFLOAT16_EXPERTS_MAX_BYTES
+        ):
+            fields.setdefault("bfloat16_experts_from", BFLOAT16_EXPERTS_FROM)
+        return cls(**fields)
 
 
 @dataclass
@@ -100,6 +126,8 @@ class Engine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config = config or EngineConfig()
+        if config.bfloat16_experts_from is not None:
+            use_bfloat16_experts(model, from_pairs=config.bfloat16_experts_from)
         device = model.embed_tokens.weight.device
         num_blocks = math.ceil(config.max_cache_tokens / config.block_size)
         dtype = config.cache_dtype or model.embed_tokens.weight.dtype

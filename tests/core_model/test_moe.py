@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from core_model import MoEConfig
-from core_model.moe import MoE, Router, expert_load_stats, moe_dispatch, update_expert_bias
+from core_model.moe import (
+    MoE,
+    Router,
+    expert_load_stats,
+    moe_dispatch,
+    update_expert_bias,
+    use_bfloat16_experts,
+)
 
 
 def _moe(config: MoEConfig, seed: int = 0) -> MoE:
@@ -222,3 +229,27 @@ def test_cuda_bfloat16_paths_match_the_reference(tokens):
         moe.dispatch = "looped"
         looped = moe(x_BTD)
     assert (grouped - looped).abs().max() <= 0.02 * looped.abs().max()
+
+
+def test_bfloat16_experts_take_the_long_steps_only_and_follow_weight_changes():
+    moe = _moe(MoEConfig.preset("tiny"))
+    experts = moe.experts
+    short, long = (torch.randn(1, t, moe.config.hidden_size) for t in (3, 64))
+    with torch.no_grad():
+        exact = [moe(x) for x in (short, long)]
+        use_bfloat16_experts(moe, from_pairs=64 * moe.config.num_experts_per_tok)
+        assert torch.equal(moe(short), exact[0])  # 12 pairs: the float32 weights
+        assert not experts._bfloat16_copies
+        approximate = moe(long)
+        assert sorted(experts._bfloat16_copies) == ["down_proj", "gate_up_proj"]
+        assert not torch.equal(approximate, exact[1])
+        assert (approximate - exact[1]).abs().max() <= 0.02 * exact[1].abs().max()  # bfloat16 rounding
+        experts.down_proj.mul_(2.0)  # an in-place change makes a fresh copy
+        assert not torch.equal(experts._bfloat16_copies["down_proj"][1], experts.down_proj.bfloat16())
+        moe(long)
+        assert torch.equal(experts._bfloat16_copies["down_proj"][1], experts.down_proj.bfloat16())
+    with_gradients = moe(long).detach()
+    use_bfloat16_experts(moe, from_pairs=None)
+    assert experts.bfloat16_from_pairs is None and not experts._bfloat16_copies
+    with torch.no_grad():
+        assert torch.equal(with_gradients, moe(long))  # training never takes the copies

@@ -185,3 +185,29 @@ def test_a_refused_request_leaves_the_engine_idle(model):
     with pytest.raises(ValueError, match="exceeds the cache"):
         asyncio.run(refused())
     assert not engine.has_unfinished() and engine.num_waiting == 0
+
+
+@pytest.mark.parametrize("native_bfloat16", [True, False])
+def test_serving_config_takes_bfloat16_experts_only_where_they_pay(model, native_bfloat16, monkeypatch):
+    from core_model.engine import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "cpu_has_native_bfloat16", lambda: native_bfloat16)
+    config = EngineConfig.for_serving(model, max_cache_tokens=256)
+    assert config.max_cache_tokens == 256
+    assert config.bfloat16_experts_from == (engine_module.BFLOAT16_EXPERTS_FROM if native_bfloat16 else None)
+    half = MoEForCausalLM(model.config).to(torch.bfloat16)
+    assert EngineConfig.for_serving(half).bfloat16_experts_from is None  # already half precision
+    monkeypatch.setattr(engine_module, "BFLOAT16_EXPERTS_MAX_BYTES", 0)
+    assert EngineConfig.for_serving(model).bfloat16_experts_from is None  # no room for the copies
+
+
+def test_an_engine_with_bfloat16_experts_still_generates_the_greedy_text_of_a_long_prompt(model):
+    import copy
+
+    served = copy.deepcopy(model)
+    engine = Engine(served, config=EngineConfig(block_size=4, bfloat16_experts_from=64))
+    prompt = _prompts([120])[0]
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    [output] = engine.generate([prompt], params)
+    assert served.model.layers[1].mlp.experts._bfloat16_copies  # the prefill took them
+    assert output.token_ids == naive_generate(model, prompt, max_new_tokens=8)
