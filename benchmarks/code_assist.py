@@ -22,6 +22,7 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import sys
@@ -157,11 +158,12 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
     from apps.code_assist.postprocess import postprocess
     from apps.code_assist.prompts import CANDIDATE_CHARS, build_prompt, engine_prompt
     from core_model import load_model, load_tokenizer
-    from core_model.engine import Engine, SamplingParams
+    from core_model.engine import Engine, EngineConfig, SamplingParams
     from core_model.fim import fim_template
 
     tokenizer = load_tokenizer("embedded")
-    engine = Engine(load_model("embedded", dtype=torch.float32), tokenizer)
+    model = load_model("embedded", dtype=torch.float32)
+    engine = Engine(model, tokenizer, EngineConfig.for_serving(model))  # as the suite serves it
     engine.load_adapter("code", adapter)
     template = fim_template(tokenizer)
     stops = template.stop_ids(tokenizer)
@@ -234,7 +236,10 @@ def bench_pass_at_1(benchmark: str, args: argparse.Namespace) -> dict:
 def bench_latency(args: argparse.Namespace) -> dict:
     from apps.code_assist.corpus import HELD_OUT_PACKAGES, line_cases
 
-    cases = line_cases(HELD_OUT_PACKAGES, count=64, seed=1)
+    # Every request a cursor of its own: a repeated prompt would be served from the prefix cache.
+    per_run = [(c + 1) * args.requests for c in args.concurrency]  # the warm-up's and each client's
+    firsts = list(itertools.accumulate(per_run, initial=0))
+    cases = line_cases(HELD_OUT_PACKAGES, count=sum(per_run), seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         options = [
             "--no-customer-service",
@@ -245,13 +250,16 @@ def bench_latency(args: argparse.Namespace) -> dict:
         ]
         with suite_server(options, log=Path(tmp, "server.log")) as url:
             return {
-                f"c{c}": _latency(url, cases, clients=c, requests=args.requests) for c in args.concurrency
+                f"c{c}": _latency(url, cases[first:], clients=c, requests=args.requests)
+                for c, first in zip(args.concurrency, firsts, strict=False)
             }
 
 
 def _latency(url: str, cases, *, clients: int, requests: int) -> dict:
+    """Client c (the warm-up is c = clients) sends cases[c * requests : (c + 1) * requests]."""
+
     def send(http, _, client: int, i: int) -> None:
-        case = cases[(client * requests + i) % len(cases)]
+        case = cases[client * requests + i]
         segments = {"prefix": case.prefix, "suffix": case.suffix, "filepath": case.file.path}
         http.post(
             "/code/v1/completions", json={"language": "python", "segments": segments}

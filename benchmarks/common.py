@@ -129,7 +129,9 @@ def concurrent_latency(
     """`clients` threads, each with its own HTTP client, each calling `send(http, state, client, i)`
     for i < `requests` one after another, `state` being what `setup(http)` returned (untimed), after
     one warm-up client whose first calls pay for lazy initialisation: the latency percentiles of
-    the calls and the requests per second."""
+    the calls and the requests per second. The warm-up is client number `clients`, so a `send`
+    that picks its inputs by client number gives the timed clients inputs the warm-up never sent
+    (a server's caches see each of them for the first time)."""
     import httpx
 
     def client_loop(client: int) -> list[float]:
@@ -142,7 +144,7 @@ def concurrent_latency(
                 times.append((time.perf_counter() - started) * 1000)
         return times
 
-    client_loop(0)  # warm-up
+    client_loop(clients)  # warm-up
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         times = [t for ts in pool.map(client_loop, range(clients)) for t in ts]
