@@ -86,6 +86,15 @@ def cpu_has_native_bfloat16() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def encoder_dtype(device: str) -> torch.dtype:
+    """The dtype for a model read over whole texts at once (classifiers, taggers, embedders: their
+    matmuls have tens of rows or more): bfloat16 on CUDA and on CPUs that multiply it natively,
+    else float32. (A decoder's token-by-token steps are small matmuls: see serving_dtype.)"""
+    if device.startswith("cuda") or (device == "cpu" and cpu_has_native_bfloat16()):
+        return torch.bfloat16
+    return torch.float32
+
+
 def serving_dtype(source: str, device: str) -> torch.dtype | None:
     """bfloat16 on CUDA. On CPU float32 while it fits in CPU_FLOAT32_MAX_BYTES (oneDNN's small
     bfloat16 matmuls cost several times its float32 ones, and decode is all small matmuls);

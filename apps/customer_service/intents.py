@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from core_model.checkpoint import encoder_dtype
 from core_model.train.adapters import TaskModel, load_for_inference
 
 CALIBRATION_FILE = "calibration.json"
@@ -61,8 +62,9 @@ class IntentClassifier:
         cls, adapter_dir: str | Path, *, base: str | None = None, threshold: float | None = None
     ) -> IntentClassifier:
         """The adapter in `adapter_dir` on `base` (default: the base it was trained on), its LoRA
-        merged into the weights for speed. `threshold`: None reads `calibration.json`."""
-        model = load_for_inference(adapter_dir, base=base)
+        merged into the weights for speed, in checkpoint.encoder_dtype. `threshold`: None reads
+        `calibration.json`."""
+        model = load_for_inference(adapter_dir, base=base, dtype=encoder_dtype("cpu"))
         if threshold is None:
             threshold = read_calibration(adapter_dir)["threshold"]
         return cls(model, threshold=threshold, version=Path(adapter_dir).name)

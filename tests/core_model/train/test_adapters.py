@@ -12,6 +12,7 @@ import torch
 
 from core_model import load_model, train_tokenizer
 from core_model.datasets import dataset_dir
+from core_model.packing import Packing
 from core_model.tagging import read_tagged
 from core_model.tokenizer import END_OF_TURN
 from core_model.train import adapters
@@ -28,7 +29,7 @@ from core_model.train.adapters import (
     load_task_model,
     train_adapter,
 )
-from core_model.train.examples import IGNORE_INDEX, encode_example, read_examples
+from core_model.train.examples import IGNORE_INDEX, Encoded, collate, encode_example, read_examples
 from core_model.train.lora import LoRALinear, lora_layers
 from core_model.train.metrics import bio_spans, entity_scores
 
@@ -120,6 +121,30 @@ def test_an_adapter_loaded_for_serving_has_its_lora_merged_and_the_same_logits(i
     assert adapter_base(result.path) == "embedded"  # trained on a model object: no name recorded
     with pytest.raises(ValueError, match="pass tokenizer="):
         load_for_inference(result.path, base=load_model("tiny"))
+
+
+def test_an_eval_batch_runs_packed_with_the_logits_of_the_padded_batch(intents, tokenizer, monkeypatch):
+    result, dev = intents
+    served = load_for_inference(
+        result.path, base=load_model("tiny", dtype=torch.float32), tokenizer=tokenizer
+    )
+    texts = sorted({e["text"] for e in dev}, key=len)[::3][:8]  # short to long: padding to pack away
+    batch = collate([Encoded(tokenizer.encode(t, add_bos=True), 0) for t in texts], pad_id=0, device="cpu")
+    assert Packing.of(batch["attention_mask"]).pays
+    with torch.no_grad():
+        packed = served(batch["input_ids"], batch["attention_mask"])
+        monkeypatch.setattr(Packing, "pays", property(lambda self: False))
+        padded = served(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(packed, padded, rtol=1e-4, atol=1e-5)
+
+
+def test_an_adapter_loads_for_serving_in_the_dtype_asked(intents, tokenizer):
+    result, dev = intents
+    base = load_model("tiny", dtype=torch.float32)
+    served = load_for_inference(result.path, base=base, tokenizer=tokenizer, dtype=torch.bfloat16)
+    assert {p.dtype for p in served.parameters()} == {torch.bfloat16}
+    reference = result.model.eval().probabilities([e["text"] for e in dev[:6]])
+    assert (served.probabilities([e["text"] for e in dev[:6]]) - reference).abs().max() < 0.05
 
 
 def test_returned_model_is_the_best_state(intents, tokenizer):
