@@ -147,17 +147,18 @@ class Experts(nn.Module):
     def project(self, rows: SortedRows, x_ND: torch.Tensor, weight: str) -> torch.Tensor:
         """x's rows (sorted by expert) through `gate_up_proj` or `down_proj` of their expert."""
         w_EOI = getattr(self, weight)
-        if self._bfloat16_pays(x_ND, w_EOI):
-            return rows.matmul(x_ND.bfloat16(), self._bfloat16_copy(weight, w_EOI)).float()
+        if x_ND.dtype == torch.bfloat16 and w_EOI.dtype == torch.float32 and self.bfloat16_from_pairs:
+            return rows.matmul(x_ND, self._bfloat16_copy(weight, w_EOI))  # see _bfloat16_pays
         return rows.matmul(x_ND, w_EOI)
 
-    def _bfloat16_pays(self, x_ND: torch.Tensor, w_EOI: torch.Tensor) -> bool:
+    def _bfloat16_pays(self, x_TD: torch.Tensor, pairs: int) -> bool:
+        """Whether this step's experts run in bfloat16 (use_bfloat16_experts)."""
         threshold = self.bfloat16_from_pairs
         return (
             threshold is not None
-            and x_ND.shape[0] >= threshold
-            and x_ND.device.type == "cpu"
-            and x_ND.dtype == w_EOI.dtype == torch.float32
+            and pairs >= threshold
+            and x_TD.device.type == "cpu"
+            and x_TD.dtype == self.gate_up_proj.dtype == torch.float32
             and not torch.is_grad_enabled()
         )
 
@@ -190,11 +191,16 @@ class Experts(nn.Module):
         order_N = flat_ids_N.argsort(stable=True)
         token_N = order_N // K
         rows = SortedRows.build(flat_ids_N[order_N], counts_E)
-        h_N2I = self.project(rows, x_TD.index_select(0, token_N), "gate_up_proj")
+        # In bfloat16, the tokens are cast once, before they are gathered K times.
+        half = self._bfloat16_pays(x_TD, T * K)
+        source_TD = x_TD.bfloat16() if half else x_TD
+        h_N2I = self.project(rows, source_TD.index_select(0, token_N), "gate_up_proj")
         gate, up = h_N2I.chunk(2, dim=-1)
         # The routing weight scales the narrow [N, I] activation rather than the [N, D] output.
-        h_NI = F.silu(gate) * up * weights_TK.reshape(-1)[order_N, None]
+        h_NI = F.silu(gate) * up * weights_TK.reshape(-1)[order_N, None].to(h_N2I.dtype)
         y_ND = self.project(rows, h_NI, "down_proj")
+        if half:  # summed in float32
+            return x_TD.new_zeros(x_TD.shape).index_add_(0, token_N, y_ND.float())
         if x_TD.is_cuda:  # index_add_ would use atomics: keep the sum deterministic
             out_ND = torch.empty_like(y_ND)
             out_ND[order_N] = y_ND

@@ -62,6 +62,7 @@ class Int8Experts(Experts):
         self.num_experts = experts.num_experts
         self.params_per_expert = experts.params_per_expert
         self.dtype = experts.gate_up_proj.dtype
+        self.bfloat16_from_pairs = None  # int8 weights: no bfloat16 copies
         for name in ("gate_up_proj", "down_proj"):
             weight, scale = quantize_weight(getattr(experts, name))
             self.register_buffer(name, weight)
