@@ -68,10 +68,11 @@ class Adapter:
         not a plain float linear (int8), or where the adapter is not `mergeable`."""
         if module_name not in self.merged:
             pair = self.weights.get(module_name)
-            plain = isinstance(base, nn.Linear) and base.weight.is_floating_point()
-            if pair is None or not plain or not self.mergeable:
+            float_linear = isinstance(base, nn.Linear) and base.weight.is_floating_point()
+            if pair is None or not self.mergeable or not float_linear:
                 self.merged[module_name] = None
             else:
+                assert isinstance(base, nn.Linear)
                 a_rI, b_Or = pair
                 delta_OI = (b_Or.float() @ a_rI.float()) * self.scale
                 self.merged[module_name] = (base.weight.float() + delta_OI).to(base.weight.dtype)
