@@ -111,7 +111,8 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, D))
         self.down_proj = nn.Parameter(torch.empty(E, D, I))
         self.bfloat16_from_pairs: int | None = None  # see use_bfloat16_experts
-        self._bfloat16_copies: dict[str, tuple[int, torch.Tensor]] = {}  # name -> (weight version, copy)
+        # name -> ((the weight's storage, its version), its bfloat16 copy)
+        self._bfloat16_copies: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}
 
     def forward_looped(
         self, x_TD: torch.Tensor, weights_TK: torch.Tensor, expert_ids_TK: torch.Tensor
@@ -163,10 +164,11 @@ class Experts(nn.Module):
         )
 
     def _bfloat16_copy(self, name: str, w_EOI: torch.Tensor) -> torch.Tensor:
-        """A bfloat16 copy of a weight, made again whenever the weight changes in place."""
+        """A bfloat16 copy of a weight, made again whenever the weight changes (in place or not)."""
+        key = (w_EOI.data_ptr(), w_EOI._version)
         cached = self._bfloat16_copies.get(name)
-        if cached is None or cached[0] != w_EOI._version:
-            cached = (w_EOI._version, w_EOI.detach().bfloat16())
+        if cached is None or cached[0] != key:
+            cached = (key, w_EOI.detach().bfloat16())
             self._bfloat16_copies[name] = cached
         return cached[1]
 

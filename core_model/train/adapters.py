@@ -137,7 +137,9 @@ class TaskModel(nn.Module):
         if self.head is None:
             return self.base(input_ids, attention_mask=attention_mask)
         causal = not getattr(self.head, "bidirectional", False)
-        packing = None if self.training or attention_mask is None else Packing.of(attention_mask)
+        packing = None
+        if attention_mask is not None and attention_mask.dim() == 2 and not self.training:
+            packing = Packing.of(attention_mask)
         if packing is not None and packing.pays:
             hidden_BTD = packing.unpack(
                 self.base.trunk(

@@ -253,3 +253,14 @@ def test_bfloat16_experts_take_the_long_steps_only_and_follow_weight_changes():
     assert experts.bfloat16_from_pairs is None and not experts._bfloat16_copies
     with torch.no_grad():
         assert torch.equal(with_gradients, moe(long))  # training never takes the copies
+
+
+def test_bfloat16_expert_copies_follow_a_replaced_weight():
+    moe = _moe(MoEConfig.preset("tiny"))
+    use_bfloat16_experts(moe, from_pairs=4)
+    x = torch.randn(1, 16, moe.config.hidden_size)
+    with torch.no_grad():
+        moe(x)
+        moe.experts.down_proj.data = moe.experts.down_proj.data * 3.0  # a new tensor, not in place
+        moe(x)
+    assert torch.equal(moe.experts._bfloat16_copies["down_proj"][1], moe.experts.down_proj.bfloat16())
