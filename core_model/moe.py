@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MoEConfig
-from .linear import Linear, few_rows_pay
+from .linear import Linear, few_rows_pay, linear
 
 Dispatch = Literal["grouped", "looped", "dense"]
 FEW_PAIRS_MAX_CPU_BYTES = 1 << 20  # measured on a 2-core AVX-512 Xeon: see benchmarks/moe_layer.py
@@ -248,8 +248,8 @@ class SortedRows:
         for expert, count in enumerate(self.counts):
             if count:  # mm into a slice of the output: no concatenation copy
                 rows = slice(start, start + count)
-                if few_rows_pay(count, x_ND):
-                    out_NO[rows] = torch.mm(w_EOI[expert], x_ND[rows].t()).t()
+                if few_rows_pay(count, x_ND):  # core_model.linear's layout for a few rows
+                    out_NO[rows] = linear(x_ND[rows], w_EOI[expert])
                 else:
                     torch.mm(x_ND[rows], w_EOI[expert].t(), out=out_NO[rows])
                 start += count
