@@ -20,8 +20,6 @@ W channels, C defect classes, L cell labels (C + 1, background first).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -55,9 +53,7 @@ class CNNBaseline(nn.Module):
 
     def __init__(self, config: QCModelConfig, *, width: int | None = None, blocks: int = 4):
         super().__init__()
-        downs = int(round(math.log2(config.cell)))
-        if 2**downs != config.cell:
-            raise ValueError(f"the CNN baseline needs a power-of-two cell size; got {config.cell}")
+        downs = config.cell_stage + 1  # the config holds cells to powers of two
         self.config = config
         width = width or max(8, config.hidden_size // 5)  # 32 at "small", 8 at "tiny"
         layers, in_channels = [], 3

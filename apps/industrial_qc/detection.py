@@ -143,9 +143,13 @@ def boxes_from_cells(
     distances [P, 4].
 
     Every cell whose probability of a class reaches `threshold` proposes its own box for that
-    class (its centre and the distances it predicts), scored by that probability; the best
-    `max_candidates` proposals go through non-maximum suppression per class. Boxes come out by
-    falling score, in pixels of the model's input image.
+    class (its centre and the distances it predicts), scored by that probability times its
+    `centredness`; the best `max_candidates` proposals go through non-maximum suppression per
+    class. Boxes come out by falling score, in pixels of the model's input image.
+
+    The centredness ranks a box proposed from near its middle above one from its rim, whose far
+    edges the cell can barely see: on NEU-DET's val split it took val mAP50 from 0.383 to 0.436
+    (chosen there; test 0.310 to 0.327).
     """
     probs = torch.as_tensor(probs_PL).detach().float().cpu()
     distances = torch.as_tensor(distances_P4).detach().float().cpu()
@@ -153,7 +157,7 @@ def boxes_from_cells(
     G = grid_side(P)
     boxes_P4 = distances_to_boxes(distances, cell_size=cell_size, image_size=G * cell_size).numpy()
     cell_N, label_N = np.nonzero(probs[:, 1:].numpy() >= threshold)  # label_N: 0-based classes
-    scores_N = probs[:, 1:].numpy()[cell_N, label_N]
+    scores_N = probs[:, 1:].numpy()[cell_N, label_N] * centredness(distances).numpy()[cell_N]
     top = np.argsort(-scores_N, kind="stable")[:max_candidates]
     cell_N, label_N, scores_N = cell_N[top], label_N[top], scores_N[top]
     keep = []
@@ -163,6 +167,16 @@ def boxes_from_cells(
     kept = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
     kept = kept[np.argsort(-scores_N[kept], kind="stable")]
     return Boxes(boxes_P4[cell_N[kept]], label_N[kept], scores_N[kept])
+
+
+def centredness(distances_P4: torch.Tensor) -> torch.Tensor:
+    """How near the middle of its own box each cell stands [P], in [0, 1]: FCOS's centre-ness,
+    sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)), of the distances the cell predicts
+    (FCOS learns it with a branch of its own; here it comes free with the box)."""
+    left, top, right, bottom = distances_P4.clamp(min=0).unbind(-1)
+    across = torch.minimum(left, right) / torch.maximum(left, right).clamp(min=1e-6)
+    down = torch.minimum(top, bottom) / torch.maximum(top, bottom).clamp(min=1e-6)
+    return (across * down).sqrt()
 
 
 def nms(boxes_N4: np.ndarray, scores_N: np.ndarray, *, iou_threshold: float) -> np.ndarray:

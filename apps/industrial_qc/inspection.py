@@ -17,8 +17,8 @@ What a finding means (anomalib's names where they mean the same):
   maximum over the cells.
 - `defects`: the boxes proposed by the cells whose defect score reaches the threshold (each cell
   proposes the box its distances draw, for its most likely defect class, scored by its defect
-  score), after non-maximum suppression per class. So a part fails (pred_score >= threshold)
-  exactly when it has at least one defect box.
+  score times its centredness, `detection.centredness`), after non-maximum suppression per
+  class. So a part fails (pred_score >= threshold) exactly when it has at least one defect box.
 
 It is not the HTTP API, the store or the model's training; it decodes no files (`dataset.py` does).
 Legend: B batch, S image side (pixels), C classes, Q cells (row-major), L cell labels (C + 1).

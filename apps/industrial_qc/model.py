@@ -7,14 +7,16 @@ encoder, with a defect-class head and two per-cell localisation heads (label and
     save_qc_model(model, "assets/model", class_names=names, precision="int8")   # a quarter the bytes
     model, card = load_qc_model("runs/qc/model")                   # card: config.json as a dict
 
-Images enter through `PatchEmbedder` (a strided convolution and 2-D learned positions), the trunk
-runs with `causal=False` so every patch reads every other, and three heads read its states:
-`SequenceClassificationHead` (mean over patches) gives the image's defect class, and two
-`TokenClassificationHead`s give each localisation cell its background-or-class logits and, as in
-FCOS (https://arxiv.org/abs/1904.01355), the distances from its centre to the edges of the defect
-it lies on; `detection.py` turns these into boxes (each confident cell proposes its box, then
-non-maximum suppression) and a heat map. Box decoding stays outside the model, and this module's
-`forward` adds no data-dependent control flow (its shape check is constant under tracing).
+Images enter through `PatchEmbedder` with its convolutional stem (3x3 stride-2 convolutions down
+to the patch grid, then 2-D learned positions), the trunk runs with `causal=False` so every patch
+reads every other, and three heads read its states: `SequenceClassificationHead` (mean over
+patches) gives the image's defect class, and two `TokenClassificationHead`s give each localisation
+cell (its patch's state fused with the stem's map at the cell's stride) its background-or-class
+logits and, as in FCOS (https://arxiv.org/abs/1904.01355), the distances from its centre to the
+edges of the defect it lies on; `detection.py` turns these into boxes (each confident cell
+proposes its box, then non-maximum suppression) and a heat map. Box decoding stays outside the
+model, and this module's `forward` adds no data-dependent control flow (its shape check is
+constant under tracing).
 NOTE: the trunk's grouped MoE dispatch (`core_model/moe.py`) sizes each expert's rows on the host,
 which `torch.export` cannot follow: ONNX export (`export.py`) runs the MoE layers with the dense
 dispatch, every expert on every token, and gives the model its grouped dispatch back after.
@@ -23,7 +25,8 @@ It is not the training loop, the dataset or the CNN baseline (`baseline.py`), an
 pretrained weights: the trunk is fresh (`Trunk.init_weights`).
 Legend: B batch, S image side (pixels), P patches (grid * grid, row-major), D hidden size,
 C defect classes, L cell labels (C + 1: background first, then the classes), Q localisation
-cells (row-major; Q = P unless cells are finer than patches), k cells per patch side.
+cells (row-major; Q = P unless cells are finer than patches), k cells per patch side, W stem
+channels at the cells' stride.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from core_model.model import Trunk
 class QCModelConfig:
     image_size: int = 192  # S: images are resized to S x S before the model (NEU-DET: 200 -> 192)
     patch_size: int = 16  # pixels a side of a trunk token
+    # Widths of PatchEmbedder's convolutional stem, one per halving: log2(patch_size) of them.
+    stem_channels: tuple[int, ...] = (24, 48, 96, 192)
     # Pixels a side of a localisation cell: each patch's token gives (patch_size / cell_size)^2
     # cells their labels. None: one cell per patch.
     cell_size: int | None = None
@@ -64,12 +69,21 @@ class QCModelConfig:
     pixel_std: float = 0.20
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stem_channels", tuple(self.stem_channels))  # a card's JSON list
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
-        if self.patch_size % self.cell:
-            raise ValueError(f"cell_size {self.cell} does not divide patch_size {self.patch_size}")
+        if 2 ** len(self.stem_channels) != self.patch_size:
+            raise ValueError(
+                f"patch_size {self.patch_size} needs log2({self.patch_size}) stem_channels, one per "
+                f"halving; got {len(self.stem_channels)}"
+            )
+        if self.patch_size % self.cell or self.cell < 2 or self.cell & (self.cell - 1):
+            raise ValueError(
+                f"cell_size {self.cell} must be a power of two from 2 to patch_size {self.patch_size}: "
+                "a cell reads the stem's map of its stride"
+            )
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
         if self.num_classes < 1:
@@ -102,6 +116,11 @@ class QCModelConfig:
         return self.cell_size or self.patch_size
 
     @property
+    def cell_stage(self) -> int:
+        """The stem stage whose map has one pixel per localisation cell (cell = 2^(stage + 1))."""
+        return self.cell.bit_length() - 2
+
+    @property
     def cells_per_side(self) -> int:
         """Q = cells_per_side^2 localisation cells, row-major over the image."""
         return self.image_size // self.cell
@@ -118,17 +137,24 @@ class QCModelConfig:
 
 
 PRESETS = {
-    # The fast tests: 32-px images, a 4 x 4 grid of 8-px patches, each split into 2 x 2 cells of
-    # 4 px (so every test runs the sub-cell layout), 30 k parameters.
+    # The fast tests: 32-px images, a 4 x 4 grid of 8-px patches, 4-px cells (finer than a
+    # patch, as at "small"), 26 k parameters.
     "tiny": QCModelConfig(
-        image_size=32, patch_size=8, cell_size=4, hidden_size=32, layers=2, heads=2, experts=4
+        image_size=32,
+        patch_size=8,
+        stem_channels=(8, 8, 16),
+        cell_size=4,
+        hidden_size=32,
+        layers=2,
+        heads=2,
+        experts=4,
     ),
-    # The real one: 2.6 M parameters. NEU-DET images are 200 px; 192 px with 16-px patches gives
-    # a 12 x 12 grid (144 tokens), so attention stays cheap on a 2-core CPU (a batch of 32:
-    # forward about 0.2 s, a training step about 0.6 s, an epoch of the 1,440 training images
-    # about 30 s); 8-px patches (576 tokens) cost 4-6x that. Localisation cells are 8 px
-    # (24 x 24) because NEU's boxes are small (shorter side: median 43 px, inclusions and
-    # scratches about 20 px): a thin defect still covers whole cells that can propose its box.
+    # The real one: 2.8 M parameters. NEU-DET images are 200 px; 192 px with 16-px patches gives
+    # a 12 x 12 grid (144 tokens), so attention stays cheap on a 2-core CPU (an epoch of the
+    # 1,440 training images about 40 s, a quarter of it the stem); 8-px patches (576 tokens)
+    # cost 4-6x that. Localisation cells are 8 px (24 x 24) because NEU's boxes are small
+    # (shorter side: median 43 px, inclusions and scratches about 20 px): a thin defect still
+    # covers whole cells that can propose its box.
     "small": QCModelConfig(cell_size=8),
 }
 
@@ -137,9 +163,9 @@ class QCModel(nn.Module):
     """Images [B, 3, S, S] in [0, 1] -> (class logits [B, C], cell logits [B, Q, C + 1], box
     distances [B, Q, 4] in pixels: left, top, right, bottom from each cell's centre).
 
-    With one cell per patch (the default) Q = P and the cell outputs are the token heads'; with
-    k x k cells per patch a token head gives each patch k * k outputs per cell, laid out onto the
-    image's cell grid by `cells_from_patches`.
+    Each cell's features are its patch's trunk state plus the stem's map at the cell's stride
+    through a 1x1 convolution (`fuse_cells`, a top-down fusion as in feature pyramids): the trunk
+    says what the defect is, the stem where its edges run. Q = P with one cell per patch.
     """
 
     pixel_mean: torch.Tensor
@@ -149,21 +175,24 @@ class QCModel(nn.Module):
         super().__init__()
         self.config = config
         D = config.hidden_size
-        self.embedder = PatchEmbedder(hidden_size=D, patch_size=config.patch_size, max_grid=config.grid)
+        self.embedder = PatchEmbedder(
+            hidden_size=D, patch_size=config.patch_size, max_grid=config.grid,
+            stem_channels=config.stem_channels,
+        )  # fmt: skip
         self.trunk = Trunk(config.trunk_config())  # its 1-token embedding table is never read
         self.trunk.init_weights()
         self.classifier = SequenceClassificationHead(
             hidden_size=D, num_labels=config.num_classes, pooling="mean", dropout=config.dropout
         )
-        cells_per_patch = (config.patch_size // config.cell) ** 2
+        self.cell_skip = nn.Conv2d(config.stem_channels[config.cell_stage], D, kernel_size=1)
         self.localiser = TokenClassificationHead(
             hidden_size=D,
-            num_labels=cells_per_patch * (config.num_classes + 1),
+            num_labels=config.num_classes + 1,
             dropout=config.dropout,
             bidirectional=True,
         )
         self.boxer = TokenClassificationHead(
-            hidden_size=D, num_labels=cells_per_patch * 4, dropout=config.dropout, bidirectional=True
+            hidden_size=D, num_labels=4, dropout=config.dropout, bidirectional=True
         )
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std), persistent=False)
@@ -177,11 +206,20 @@ class QCModel(nn.Module):
     def forward(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         check_image_size(images_BCSS, self.config)
         x_BCSS = (images_BCSS - self.pixel_mean) / self.pixel_std
-        tokens_BPD, _ = self.embedder(x_BCSS)
+        tokens_BPD, _, stem_maps = self.embedder.encode(x_BCSS)
         hidden_BPD = self.trunk(tokens_BPD, causal=False)
-        cell_logits_BQL = cells_from_patches(self.localiser(hidden_BPD), config=self.config)
-        distances_BQ4 = cells_from_patches(self.boxer(hidden_BPD), config=self.config, width=4)
+        cells_BQD = self.fuse_cells(hidden_BPD, stem_maps[self.config.cell_stage])
+        cell_logits_BQL, distances_BQ4 = self.localiser(cells_BQD), self.boxer(cells_BQD)
         return self.classify(hidden_BPD), cell_logits_BQL, box_distances(distances_BQ4, self.config)
+
+    def fuse_cells(self, hidden_BPD: torch.Tensor, stem_map_BWQQ: torch.Tensor) -> torch.Tensor:
+        """Each cell's features [B, Q, D], row-major over the image: GELU of its patch's state plus
+        the stem's map at the cell through a 1x1 convolution. Static reshapes only, so it exports."""
+        G, k = self.config.grid, self.config.patch_size // self.config.cell
+        patches_BDGG = hidden_BPD.transpose(1, 2).reshape(-1, hidden_BPD.shape[-1], G, G)
+        up_BDQQ = patches_BDGG.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)
+        cells_BDQQ = F.gelu(up_BDQQ + self.cell_skip(stem_map_BWQQ))
+        return cells_BDQQ.flatten(2).transpose(1, 2)
 
     def classify(self, hidden_BPD: torch.Tensor) -> torch.Tensor:
         """The class head's own sum for "mean" pooling with no padding (a test checks they agree).
@@ -191,17 +229,6 @@ class QCModel(nn.Module):
         all its patches, so the mean needs no mask.
         """
         return self.classifier.classifier(self.classifier.dropout(hidden_BPD.mean(dim=1)))
-
-
-def cells_from_patches(
-    logits_BPX: torch.Tensor, *, config: QCModelConfig, width: int | None = None
-) -> torch.Tensor:
-    """Per-patch outputs [B, P, k * k * W] (sub-cell row, sub-cell column, W values; W defaults to
-    the cell labels L) -> per-cell outputs [B, Q, W], row-major over the image: cell (r k + i, c k + j)
-    is sub-cell (i, j) of patch (r, c). Static reshapes only, so it exports."""
-    G, k, W = config.grid, config.patch_size // config.cell, width or config.num_classes + 1
-    logits_BRCijW = logits_BPX.reshape(-1, G, G, k, k, W)
-    return logits_BRCijW.permute(0, 1, 3, 2, 4, 5).reshape(-1, G * k * G * k, W)
 
 
 def box_distances(raw_BQ4: torch.Tensor, config: QCModelConfig) -> torch.Tensor:
@@ -309,5 +336,11 @@ def load_qc_model(directory: str | Path) -> tuple[QCModel, dict[str, Any]]:
         )
     model = QCModel(config)
     state = load_file(str(directory / WEIGHTS))
-    model.load_state_dict(dequantize_int8(state) if card.get("precision") == "int8" else state)
+    try:
+        model.load_state_dict(dequantize_int8(state) if card.get("precision") == "int8" else state)
+    except RuntimeError as error:  # missing, unexpected or misshapen weights
+        raise ValueError(
+            f"{directory / WEIGHTS} does not hold the model its card describes (written by another "
+            f"version of the model? retrain it with `verticals qc train`): {error}"
+        ) from error
     return model.eval(), card

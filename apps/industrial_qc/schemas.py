@@ -20,7 +20,7 @@ class DefectOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     class_: str = Field(alias="class")  # the defect class
     box: list[float]  # [x0, y0, x1, y1] in the uploaded image's pixels, x1 and y1 exclusive
-    score: float  # the best defect score of its cells
+    score: float  # its best cell's defect score times that cell's centredness in the box
 
 
 class AnomalyMapOut(BaseModel):

@@ -45,6 +45,26 @@ def test_identical_patches_at_different_places_differ(patches):
     assert not torch.allclose(tokens_BPD[0, 0], tokens_BPD[0, 2])  # same column, other row
 
 
+def test_a_convolutional_stem_gives_the_same_grid_and_keeps_tokens_local():
+    torch.manual_seed(0)
+    stem = PatchEmbedder(hidden_size=D, patch_size=4, max_grid=8, stem_channels=(8, 16)).eval()
+    images_BCHW = torch.randn(1, 3, 16, 16)
+    before_BPD, grid = stem(images_BCHW)
+    assert grid == (4, 4) and before_BPD.shape == (1, 16, D)
+    images_BCHW[:, :, 8:12, 8:12] += 1.0  # patch (2, 2)
+    after_BPD, _ = stem(images_BCHW)
+    changed_RC = ((after_BPD - before_BPD).abs().amax(-1)[0] > 1e-6).reshape(4, 4)
+    # Its token and the ones whose 3x3 kernels overlap it (below and to the right), no others.
+    expected_RC = torch.zeros(4, 4, dtype=torch.bool)
+    expected_RC[2:, 2:] = True
+    assert torch.equal(changed_RC, expected_RC)
+
+
+def test_a_stem_needs_one_width_per_halving():
+    with pytest.raises(ValueError, match=r"patch_size 16 needs log2\(16\) widths, got 3"):
+        PatchEmbedder(hidden_size=D, patch_size=16, stem_channels=(8, 16, 32))
+
+
 @pytest.mark.parametrize(
     ("shape", "words"),
     [

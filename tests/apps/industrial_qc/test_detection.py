@@ -16,6 +16,7 @@ from apps.industrial_qc.detection import (
     average_precision,
     box_iou,
     boxes_from_cells,
+    centredness,
     distance_targets,
     distances_to_boxes,
     mean_average_precision,
@@ -79,9 +80,28 @@ def test_confident_cells_propose_their_boxes_and_suppression_keeps_the_best():
     found = boxes_from_cells(
         probs_with(cells, grid=grid, labels=3), distances_P4, cell_size=cell, threshold=0.5
     )
-    assert found.boxes_N4.tolist() == [[0, 0, 20, 20], [30, 30, 40, 40]]
-    assert found.labels_N.tolist() == [0, 1]
-    assert found.scores_N is not None and found.scores_N == pytest.approx([0.9, 0.8])
+    # Scores are probability times centredness: the three class-0 cells stand a third of the way
+    # across their box (1/3), the class-1 cell in the middle of its own (1).
+    assert found.boxes_N4.tolist() == [[30, 30, 40, 40], [0, 0, 20, 20]]
+    assert found.labels_N.tolist() == [1, 0]
+    assert found.scores_N is not None and found.scores_N == pytest.approx([0.8, 0.9 / 3])
+
+
+def test_centredness_is_one_in_the_middle_of_the_box_and_falls_towards_its_rim():
+    distances_P4 = torch.tensor([[10.0, 10, 10, 10], [5, 10, 15, 10], [5, 5, 15, 15], [0, 4, 8, 4]])
+    assert centredness(distances_P4).tolist() == pytest.approx([1.0, 1 / 3**0.5, 1 / 3, 0.0])
+
+
+def test_a_box_proposed_from_its_middle_outranks_one_from_its_rim():
+    # Two class-0 cells on one 40-px defect: the rim cell is surer (0.9) but stands at the box's
+    # corner and guesses it too small; the middle cell (0.7) sees it whole. Suppression keeps the
+    # middle cell's box.
+    grid, cell = 6, 10
+    distances_P4 = distances_for([0, 0, 40, 40], [(1, 1)], grid=grid, cell_size=cell)
+    distances_P4[0] = distances_for([0, 0, 30, 30], [(0, 0)], grid=grid, cell_size=cell)[0]
+    probs_PL = probs_with({(0, 0, 1): 0.9, (1, 1, 1): 0.7}, grid=grid, labels=2)
+    found = boxes_from_cells(probs_PL, distances_P4, cell_size=cell, threshold=0.5)
+    assert found.boxes_N4.tolist() == [[0, 0, 40, 40]]
 
 
 def test_boxes_of_different_classes_are_not_suppressed_and_boxes_stay_in_the_image():
