@@ -23,6 +23,7 @@ from apps.industrial_qc.model import (
     load_qc_model,
     save_qc_model,
 )
+from apps.industrial_qc.settings import SHIPPED_MODEL
 
 CONFIG = QCModelConfig.preset("tiny")
 
@@ -270,3 +271,15 @@ def test_one_training_step_on_real_neu_images_at_the_small_preset():
     assert targets.shape == (4, config.num_cells) and bool((targets > 0).any())
     loss = one_training_step(QCModel(config), images, labels, targets)
     assert np.isfinite(loss) and loss > 0
+
+
+def test_the_shipped_model_loads_and_finds_the_defect_of_a_real_neu_image():
+    # The model make run serves must load with the model code as it is now.
+    model, card = load_qc_model(SHIPPED_MODEL)
+    assert card["class_names"] == class_names(read_neu_det(split="test")) and card["precision"] == "int8"
+    record = next(r for r in read_neu_det(split="test") if "scratches" in r.path.name)
+    image_3SS, _ = load_record(record, size=model.config.image_size)
+    with torch.no_grad():
+        class_logits_BC, cell_logits_BQL, _ = model(image_3SS[None])
+    assert card["class_names"][int(class_logits_BC.argmax())] == "scratches"
+    assert bool((cell_logits_BQL.argmax(-1) > 0).any())  # some cell says defect
