@@ -31,8 +31,8 @@ class PatchEmbedder(nn.Module):
     `stem_channels`, through a convolutional stem: one 3x3 stride-2 convolution (BatchNorm, ReLU)
     per width, as many as halve the image down to the patch grid, then a 1x1 convolution to D
     (Xiao et al., "Early Convolutions Help Transformers See Better", https://arxiv.org/abs/2106.14881).
-    A transformer trained from scratch on a small image set learns far better behind the stem: it
-    sees edges and textures before it sees patches.
+    A transformer trained from scratch on a small image set learns better behind the stem (the
+    industrial-QC model's figures in the README): it sees edges and textures before patches.
     """
 
     def __init__(

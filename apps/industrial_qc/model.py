@@ -53,8 +53,8 @@ class QCModelConfig:
     patch_size: int = 16  # pixels a side of a trunk token
     # Widths of PatchEmbedder's convolutional stem, one per halving: log2(patch_size) of them.
     stem_channels: tuple[int, ...] = (24, 48, 96, 192)
-    # Pixels a side of a localisation cell: each patch's token gives (patch_size / cell_size)^2
-    # cells their labels. None: one cell per patch.
+    # Pixels a side of a localisation cell, a power of two up to patch_size: a cell reads its
+    # patch's state and the stem's map of its stride. None: one cell per patch.
     cell_size: int | None = None
     hidden_size: int = 160
     layers: int = 6
