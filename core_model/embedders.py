@@ -58,7 +58,7 @@ class PatchEmbedder(nn.Module):
         self.patch_size = patch_size
         self.in_channels = in_channels
         self.max_grid = max_grid
-        self.stem = nn.Sequential(*conv_stem(in_channels, stem_channels))
+        self.stem = conv_stem(in_channels, stem_channels)
         if stem_channels:
             self.proj = nn.Conv2d(stem_channels[-1], hidden_size, kernel_size=1)
         else:
@@ -103,24 +103,26 @@ class PatchEmbedder(nn.Module):
         W / 2^(i+1)], for heads that need finer detail than a patch (none without a stem)."""
         rows, cols = self.grid_for(images_BCHW)
         maps, x = [], images_BCHW
-        for stage in range(0, len(self.stem), 3):  # convolution, BatchNorm, ReLU
-            x = self.stem[stage + 2](self.stem[stage + 1](self.stem[stage](x)))
+        for stage in self.stem:
+            x = stage(x)
             maps.append(x)
         tokens_BPD = self.proj(x).flatten(2).transpose(1, 2)  # row-major: p = r * cols + c
         return tokens_BPD + self.positions(rows, cols).to(tokens_BPD.dtype), (rows, cols), maps
 
 
-def conv_stem(in_channels: int, widths: tuple[int, ...]) -> list[nn.Module]:
-    """One 3x3 stride-2 convolution, BatchNorm and ReLU per width (no layers for no widths)."""
-    layers: list[nn.Module] = []
+def conv_stem(in_channels: int, widths: tuple[int, ...]) -> nn.ModuleList:
+    """One stage per width: a 3x3 stride-2 convolution, BatchNorm and ReLU (no stages for no widths)."""
+    stages = []
     for width in widths:
-        layers += [
-            nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        ]
+        stages.append(
+            nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            )
+        )
         in_channels = width
-    return layers
+    return nn.ModuleList(stages)
 
 
 def patch_scores_to_map(
