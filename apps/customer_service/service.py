@@ -23,7 +23,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core_model.batching import MicroBatcher
 from core_model.engine import Engine, SamplingParams
 from core_model.serve.adapters import register_adapter
 from core_model.train.adapters import adapter_base
@@ -31,8 +30,7 @@ from core_model.train.adapters import adapter_base
 from . import store
 from .database import make_engine, session_factory, upgrade
 from .dialogue import DialogueState, draft_messages, handoff_summary, replay
-from .intents import IntentClassifier, IntentResult
-from .retrieval import KnowledgeBase, MiniLMEmbeddings, ScoredPassage, load_or_build
+from .retrieval import KnowledgeBase, ScoredPassage, load_or_build
 from .schemas import (
     AnalyticsOut,
     ConversationCreatedOut,
@@ -55,23 +53,11 @@ from .schemas import (
     SuggestionOut,
 )
 from .settings import CustomerServiceSettings
-from .slots import Entity, SlotExtractor
+from .understanding import Understanding, Understood
 
 log = logging.getLogger(__name__)
-UNDERSTAND_LINGER_S = 0.02  # how long each model waits to regroup concurrent messages (MicroBatcher)
 REPLY_ADAPTER = "customer-service"
 STATE_WINDOW = 50  # the dialogue state is replayed from this many latest messages
-
-
-@dataclass(frozen=True)
-class Understood:
-    """What the models made of one message: its intent, its entities, its retrieval embedding, and
-    how long it took from the request's point of view, batching included (ms)."""
-
-    intent: IntentResult
-    entities: list[Entity]
-    vector: list[float]
-    ms: float = 0.0
 
 
 class ServiceError(Exception):
@@ -94,8 +80,7 @@ def _ms(since: float) -> float:
 class CustomerService:
     settings: CustomerServiceSettings
     sessions: sessionmaker[Session]
-    intents: IntentClassifier
-    slots: SlotExtractor
+    understanding: Understanding
     knowledge_base: KnowledgeBase
     engine: Engine | None  # None: no drafts (the parse, retrieval and storage still work)
     reply_adapter: str | None  # the engine's adapter name for drafts; None: the base model
@@ -104,13 +89,15 @@ class CustomerService:
     def start(
         cls, settings: CustomerServiceSettings, *, engine: Engine | None, base: str = "embedded"
     ) -> CustomerService:
-        """Migrates the database, loads the classifiers and the knowledge base, and registers the
-        reply adapter on `engine` when it was trained on `base` (the model the engine serves)."""
+        """Migrates the database, starts the models (understanding.py) and loads the knowledge
+        base, and registers the reply adapter on `engine` when it was trained on `base` (the model
+        the engine serves)."""
         database = make_engine(settings.database_url)
         upgrade(database)
-        intents = IntentClassifier.load(settings.intent_adapter, threshold=settings.out_of_scope_threshold)
-        slots = SlotExtractor.load(settings.slot_adapter)
-        knowledge_base = load_or_build(settings.index_dir, list(settings.knowledge_base), MiniLMEmbeddings())
+        understanding = Understanding.start(settings)
+        knowledge_base = load_or_build(
+            settings.index_dir, list(settings.knowledge_base), understanding.embeddings
+        )
         reply_adapter = None
         if engine is not None:
             if adapter_base(settings.reply_adapter) == base:
@@ -122,8 +109,8 @@ class CustomerService:
                     settings.reply_adapter,
                     base,
                 )
-        log.info("customer service: %d intents, %d passages", len(intents.labels), len(knowledge_base))
-        return cls(settings, session_factory(database), intents, slots, knowledge_base, engine, reply_adapter)
+        log.info("customer service: intents %s, %d passages", settings.intent_adapter, len(knowledge_base))
+        return cls(settings, session_factory(database), understanding, knowledge_base, engine, reply_adapter)
 
     @contextmanager
     def _session(self):
@@ -132,25 +119,8 @@ class CustomerService:
 
     # ------------------------------------------------------------------------- understanding
 
-    def __post_init__(self) -> None:
-        # Concurrent requests share forward passes (one pass of 8 messages costs about 2.3 passes of
-        # one), and the three models run at once, each on a thread of its own with one torch
-        # thread: a 2-thread pass stalls whenever the HTTP threads hold the other core.
-        def batcher(fn, name: str) -> MicroBatcher:
-            return MicroBatcher(fn, linger_s=UNDERSTAND_LINGER_S, torch_threads=1, name=f"cs-{name}")
-
-        self._intents = batcher(self.intents.parse, "intents")
-        self._slots = batcher(self.slots.extract, "slots")
-        self._embedder = batcher(self.knowledge_base.embeddings.embed_documents, "embedder")
-
-    def _understand(self, text: str) -> Understood:
-        started = time.perf_counter()
-        futures = [batcher.submit(text) for batcher in (self._intents, self._slots, self._embedder)]
-        intent, entities, vector = (future.result() for future in futures)
-        return Understood(intent, entities, vector, ms=_ms(started))
-
     def parse(self, text: str) -> ParseOut:
-        return self._parse_out(text, self._understand(text))
+        return self._parse_out(text, self.understanding(text))
 
     def _parse_out(self, text: str, understood: Understood) -> ParseOut:
         intent, entities = understood.intent, understood.entities
@@ -208,7 +178,7 @@ class CustomerService:
             history = store.conversation_history(session, conversation_id, last=STATE_WINDOW)
         state, parse, passages, retrieval_ms = _replay(history), None, [], None
         if body.role == "customer":
-            understood = self._understand(body.text)
+            understood = self.understanding(body.text)
             parse = self._parse_out(body.text, understood)
             state = state.advance(
                 intent=parse.intent.name,
@@ -268,7 +238,7 @@ class CustomerService:
             parse_ms=parse.latency_ms,
             retrieval_ms=retrieval_ms,
             passages=[{"source_id": p.passage.source_id, "score": p.score} for p in passages],
-            model_version=self.intents.version,
+            model_version=self.understanding.intent_version,
         )
 
     def get_conversation(self, conversation_id: int) -> ConversationOut:
