@@ -40,6 +40,7 @@ from ..checkpoint import load_model
 from ..engine.lora import CONFIG_FILE, read_adapter, save_adapter
 from ..heads import Head, SequenceClassificationHead, TokenClassificationHead
 from ..model import MoEForCausalLM
+from ..moe import use_dense_experts
 from ..packing import Packing
 from ..tagging import bio_viterbi, is_bio
 from ..tokenizer import Tokenizer, load_tokenizer
@@ -220,7 +221,8 @@ class TaskModel(nn.Module):
     ) -> Iterator[tuple[list[Encoded], dict[str, torch.Tensor], torch.Tensor]]:
         """(examples, collated batch, logits) per batch, in eval mode; the mode is restored after."""
         was_training = self.training
-        self.eval()
+        if was_training:  # a mode switch walks every module: not on each serving call
+            self.eval()
         pad_id = (self.tokenizer.pad_id if self.tokenizer else None) or 0
         try:
             for start in range(0, len(encoded), batch_size):
@@ -228,7 +230,8 @@ class TaskModel(nn.Module):
                 batch = collate(chunk, pad_id=pad_id, device=self.device)
                 yield chunk, batch, self(batch["input_ids"], batch["attention_mask"])
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
 
     def word_predictions(self, chunk: list[Encoded], logits_BTL: torch.Tensor) -> list[list[int]]:
         """Tag id per word (see `decode_words`)."""
@@ -434,6 +437,8 @@ def _encode_all(
     return out
 
 
+# Serving steps (bfloat16) of up to this many tokens run every expert: about 8 short messages, packed.
+DENSE_EXPERTS_UP_TO_TOKENS = 192
 LENGTH_GROUP_BATCHES = 32  # batches per group of examples sorted by length (see _batches)
 
 
@@ -677,7 +682,8 @@ def load_for_inference(
 ) -> TaskModel:
     """The adapter on a fresh float32 base (`base`, default the one it names) with the base's
     tokenizer, its LoRA merged into the weights (no LoRA matmuls left), in eval mode: for serving.
-    `dtype`: the weights' dtype once merged (None: the base's; see checkpoint.encoder_dtype)."""
+    `dtype`: the weights' dtype once merged (None: the base's; see checkpoint.encoder_dtype). In
+    bfloat16, steps of up to DENSE_EXPERTS_UP_TO_TOKENS tokens run every expert (use_dense_experts)."""
     directory = Path(adapter_dir)
     if not (directory / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"no adapter at {directory}: {CONFIG_FILE} is missing")
@@ -690,4 +696,6 @@ def load_for_inference(
     merge_lora(model.base)
     if dtype is not None:
         model.to(dtype)
+    if dtype == torch.bfloat16:
+        use_dense_experts(model, up_to_tokens=DENSE_EXPERTS_UP_TO_TOKENS)
     return model.eval()

@@ -14,6 +14,7 @@ from core_model.moe import (
     moe_dispatch,
     update_expert_bias,
     use_bfloat16_experts,
+    use_dense_experts,
 )
 
 
@@ -125,6 +126,25 @@ def test_dense_dispatch_gradients_match_the_reference():
         ]
     for dense, looped in zip(grads["dense"], grads["looped"], strict=True):
         assert torch.allclose(dense, looped, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_experts_take_the_short_inference_steps_only():
+    moe = _moe(MoEConfig.preset("tiny"))
+    short, long = (torch.randn(2, t, moe.config.hidden_size) for t in (4, 40))  # 8 and 80 tokens
+
+    def outputs() -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [moe(x) for x in (short, long)]
+
+    grouped, trained = outputs(), moe(short).detach()
+    with moe_dispatch(moe, "dense"):
+        dense = outputs()
+    assert not torch.equal(dense[0], grouped[0])  # the two forms round differently
+    use_dense_experts(moe, up_to_tokens=8)
+    assert [torch.equal(a, b) for a, b in zip(outputs(), [dense[0], grouped[1]], strict=True)] == [True, True]
+    assert torch.equal(moe(short).detach(), trained)  # with gradients: grouped, whatever the size
+    use_dense_experts(moe, up_to_tokens=None)
+    assert torch.equal(outputs()[0], grouped[0])
 
 
 def test_moe_dispatch_switches_every_layer_and_restores_each():
