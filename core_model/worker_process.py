@@ -14,13 +14,15 @@ then queue for one lock while the cores wait. In a worker each model has a lock 
 The factory is a module-level function, named by module and name; it and its arguments must pickle.
 It runs once in the worker, with `torch_threads` torch threads, and what it returns is called on
 each batch. Requests and results travel as pickles over the worker's stdin and stdout pipes.
-Anything that prints to stdout in the worker lands on stderr, so it cannot garble the replies. A
-worker whose parent dies reads the end of its stdin and exits. A worker that dies (killed, out of
-memory) fails the batch it was running with `WorkerDied`, and the next call starts a new one.
+Anything that prints to stdout in the worker lands on stderr, so it cannot garble the replies.
+The parent closes its workers when it exits; a worker whose parent dies reads the end of its
+stdin and exits. A worker that dies (killed, out of memory) fails the batch it was running with
+`WorkerDied`, and the next call starts a new one.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import logging
@@ -63,6 +65,7 @@ class WorkerProcess:
         self._lock = threading.Lock()  # one request on the pipes at a time
         self._child: _Child | None = _Child.start(name, self._spec)
         self._ready = False  # whether the child has built its function
+        atexit.register(self.close)  # the parent waits for its workers on the way out
 
     def wait_ready(self) -> None:
         """Waits until the worker has built its function; raises the factory's error if it failed."""
