@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import Engine
 from ..tokenizer import Tokenizer
+from ..worker_process import WorkerDied
 from . import service
 from .metrics import CONTENT_TYPE
 from .schemas import (
@@ -253,6 +254,14 @@ async def _on_invalid_body(request: Request, error: Exception) -> JSONResponse:
     return error_response(422, message, type="invalid_request_error", param=param)
 
 
+async def _on_worker_died(request: Request, error: Exception) -> JSONResponse:
+    """A model's worker process died during the request (`core_model.worker_process`): the next
+    call starts a new one, so the client may retry."""
+    message = f"{error}; it is being restarted, retry the request"
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return error_response(503, message, type="server_error", headers=headers)
+
+
 async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     return error_response(
@@ -271,6 +280,7 @@ def mount(app: FastAPI, ctx: ServeContext) -> None:
     app.add_exception_handler(ServeError, _on_serve_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_body)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(WorkerDied, _on_worker_died)
 
 
 def create_app(engine: Engine, tokenizer: Tokenizer, settings: ServeSettings) -> FastAPI:

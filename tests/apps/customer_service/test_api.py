@@ -5,6 +5,9 @@ adapters, the demo knowledge base and a fresh SQLite file (the `suite_url` fixtu
 """
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -176,3 +179,34 @@ def test_conversations_list_newest_first_and_analytics_count_them(http):
     assert analytics.message_latency and analytics.message_latency[-1].p50_ms > 0
     assert http.post(f"/cs/conversations/{first}/csat", json={"score": 6}).status_code == 422
     assert http.post(f"/cs/conversations/{first}/csat", json={"score": 5}).json()["csat"] == 5
+
+
+def suite_workers(name: str) -> list[int]:
+    """Pids of the `name` worker processes of a suite this test session started."""
+    pids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            cmdline = (status.parent / "cmdline").read_bytes().split(b"\0")
+            parent = int(status.read_text().split("PPid:")[1].split()[0])
+            grandparent = int(Path(f"/proc/{parent}/status").read_text().split("PPid:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # exited while being read
+        if cmdline[-2:] == [name.encode(), b""] and grandparent == os.getpid():
+            pids.append(int(status.parent.name))
+    return pids
+
+
+def test_a_model_worker_that_dies_costs_one_503_and_is_restarted(http):
+    if os.environ.get("VERTICALS_TEST_SUITE_URL"):
+        pytest.skip("the suite was started elsewhere: its workers are not this session's to kill")
+    [pid] = suite_workers("cs-intents")
+    os.kill(pid, signal.SIGKILL)
+    conversation = new_conversation(http)
+    send = {"role": "customer", "text": "I lost my card"}
+    response = http.post(f"/cs/conversations/{conversation}/messages", json=send)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "cs-intents worker exited" in error_message(response)
+    assert http.post(f"/cs/conversations/{conversation}/messages", json=send).status_code == 201
+    assert suite_workers("cs-intents") not in ([], [pid])
+    messages = http.get(f"/cs/conversations/{conversation}").json()["messages"]
+    assert [m["text"] for m in messages] == ["I lost my card"]  # the failed one stored nothing
