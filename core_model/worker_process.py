@@ -96,6 +96,7 @@ class WorkerProcess:
             ok, value = pickle.load(child.replies)
         except (EOFError, pickle.UnpicklingError, OSError):
             code = child.process.wait()
+            child.close_pipes()
             self._child = None
             log.error("worker %s exited with code %s; the next call starts a new one", self.name, code)
             raise WorkerDied(f"the {self.name} worker exited with code {code}") from None
@@ -112,11 +113,6 @@ class WorkerProcess:
         if self._child is not None:
             self._child.stop()
             self._child = None
-
-    def __del__(self) -> None:
-        child = getattr(self, "_child", None)
-        if child is not None:
-            child.process.kill()
 
 
 @dataclass
@@ -136,14 +132,21 @@ class _Child:
         _send(child.requests, spec)
         return child
 
+    def close_pipes(self) -> None:
+        for pipe in (self.requests, self.replies):
+            with contextlib.suppress(OSError):  # a dead worker's pipe may fail to flush
+                pipe.close()
+
     def stop(self) -> None:
-        self.requests.close()  # the worker reads the end and exits
+        """Closes its stdin (the worker reads the end and exits) and waits for it, 10 s at most."""
+        with contextlib.suppress(OSError):
+            self.requests.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        self.replies.close()
+        self.close_pipes()
 
 
 def _send(pipe: IO[bytes], value: Any) -> None:
