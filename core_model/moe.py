@@ -279,7 +279,7 @@ def use_dense_experts(model: nn.Module, *, up_to_tokens: int | None) -> None:
     For bfloat16 encoders serving a few messages at a time: E/K times the FLOPs, but two matmul
     calls where the grouped dispatch makes up to two per expert, and a bfloat16 matmul call costs
     tens of microseconds whatever its size. The customer-service slot and intent models (bfloat16,
-    one thread, a CPU with AMX) read 1 to 8 messages 10-25% faster this way, level at 16 messages
+    one thread, a CPU with AMX) read 1 to 8 messages 4-26% faster this way, level at 16 messages
     (~300 tokens) and slower past it; in float32 the dense form is slower from 4 messages on.
     """
     for module in model.modules():

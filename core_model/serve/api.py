@@ -257,7 +257,7 @@ async def _on_invalid_body(request: Request, error: Exception) -> JSONResponse:
 async def _on_worker_died(request: Request, error: Exception) -> JSONResponse:
     """A model's worker process died during the request (`core_model.worker_process`): the next
     call starts a new one, so the client may retry."""
-    message = f"{error}; it is being restarted, retry the request"
+    message = f"{error}; the next request starts a new one, retry it"
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return error_response(503, message, type="server_error", headers=headers)
 
