@@ -41,6 +41,7 @@ from benchmarks.common import (  # noqa: E402
     concurrent_latency,
     environment,
     parse_sections,
+    post,
     run_sections,
     section_parser,
     suite_server,
@@ -261,9 +262,7 @@ def _latency(url: str, cases, *, clients: int, requests: int) -> dict:
     def send(http, _, client: int, i: int) -> None:
         case = cases[client * requests + i]
         segments = {"prefix": case.prefix, "suffix": case.suffix, "filepath": case.file.path}
-        http.post(
-            "/code/v1/completions", json={"language": "python", "segments": segments}
-        ).raise_for_status()
+        post(http, "/code/v1/completions", json={"language": "python", "segments": segments})
 
     return concurrent_latency(url, clients=clients, requests=requests, send=send, percentiles=(50, 95))
 

@@ -38,6 +38,7 @@ from benchmarks.common import (  # noqa: E402
     environment,
     parse_sections,
     percentile,
+    post,
     run_sections,
     section_parser,
     suite_server,
@@ -220,13 +221,11 @@ MESSAGES = (
 def _message_latency(url: str, clients: int, requests: int) -> dict:
     def send(http, conversation: int, client: int, i: int) -> None:
         text = MESSAGES[(client + i) % len(MESSAGES)]
-        http.post(
-            f"/cs/conversations/{conversation}/messages", json={"role": "customer", "text": text}
-        ).raise_for_status()
+        post(http, f"/cs/conversations/{conversation}/messages", json={"role": "customer", "text": text})
 
     return concurrent_latency(
         url, clients=clients, requests=requests, send=send,
-        setup=lambda http: http.post("/cs/conversations", json={}).json()["id"],
+        setup=lambda http: post(http, "/cs/conversations", json={}).json()["id"],
     )  # fmt: skip
 
 

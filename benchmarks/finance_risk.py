@@ -42,6 +42,7 @@ from benchmarks.common import (  # noqa: E402
     concurrent_latency,
     environment,
     parse_sections,
+    post,
     run_sections,
     section_parser,
     suite_server,
@@ -252,7 +253,7 @@ def score_latency(url: str, rows, clients: int, requests: int) -> dict:
     def send(http, _, client: int, i: int) -> None:
         with lock:
             body = next(rows)
-        http.post("/finance/score", json=body).raise_for_status()
+        post(http, "/finance/score", json=body)
 
     return concurrent_latency(url, clients=clients, requests=requests, send=send)
 

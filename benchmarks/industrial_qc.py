@@ -37,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     concurrent_latency,
     environment,
     parse_sections,
+    post,
     run_sections,
     section_parser,
     suite_server,
@@ -105,9 +106,8 @@ def bench_latency(args) -> dict:
 
     def send(http, _state, client: int, i: int) -> None:
         image = images[(client * args.requests + i) % len(images)]
-        files = {"file": ("part.jpg", image, "image/jpeg")}
-        response = http.post("/qc/inspect", files=files, data={"line_id": f"L{client}", "station_id": "S1"})
-        response.raise_for_status()
+        fields = {"file": ("part.jpg", image, "image/jpeg"), "line_id": f"L{client}", "station_id": "S1"}
+        post(http, "/qc/inspect", fields=fields)
 
     result: dict = {"model": str(args.model), "runs": []}
     with tempfile.TemporaryDirectory() as scratch:
