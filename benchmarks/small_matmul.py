@@ -1,5 +1,6 @@
 """A linear layer over a few rows, as a decode step runs it: `x @ W^T` (F.linear) against the same
-product written `(W @ x^T)^T` (what `core_model.linear` does for 2 to 8 rows in float32 on CPU).
+product written `(W @ x^T)^T` (what `core_model.linear` does for 2 to 8 rows in float32 on a CPU
+where its own short measurement finds it faster: `few_rows_layout`).
 
 Each weight has the shape of one of the embedded model's linears, and enough copies of it rotate
 to overflow the CPU's caches, so every product reads its weight from memory, as a decode step
@@ -29,7 +30,7 @@ if str(ROOT) not in sys.path:  # run as a script from a clone without `pip insta
 
 from benchmarks.common import aligned_rows, comma_separated, environment, write_report  # noqa: E402
 from core_model.config import MoEConfig  # noqa: E402
-from core_model.linear import FEW_ROWS  # noqa: E402
+from core_model.linear import FEW_ROWS, few_rows_layout  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "small_matmul.json"
 MEMORY_BYTES = 96 * 2**20  # weights rotated through per shape: past any CPU's last-level cache
@@ -96,12 +97,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(f"microseconds per product, x @ W^T / (W @ x^T)^T (ratio), {args.threads} thread(s)")
     print("\n".join(aligned_rows(table)))
-    print(f"core_model.linear uses (W @ x^T)^T for {FEW_ROWS.start} to {FEW_ROWS.stop - 1} rows")
+    layout = few_rows_layout()
+    form = "(W @ x^T)^T" if layout == "transposed" else "x @ W^T"
+    rows = f"{FEW_ROWS.start} to {FEW_ROWS.stop - 1} rows"
+    print(f"core_model.linear measured {layout!r} on this CPU: {form} for {rows}")
     report = {
         "environment": environment(["cpu"]),
         "threads": args.threads,
         "shapes": shapes,
         "results": results,
+        "few_rows_layout": layout,
     }
     write_report(report, args.out)
 

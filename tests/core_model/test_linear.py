@@ -1,15 +1,26 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from core_model import MoEConfig, MoEForCausalLM
-from core_model.linear import FEW_ROWS, Linear, few_rows_pay, linear
+from core_model import linear as linear_module
+from core_model.linear import FEW_ROWS, LAYOUT_VARIABLE, Linear, few_rows_pay, linear, measure_layouts
+
+
+@pytest.fixture(params=["plain", "transposed"])
+def layout(request, monkeypatch):
+    """Each test runs with each few-row layout, whichever this CPU measures faster."""
+    monkeypatch.setattr(linear_module, "few_rows_layout", lambda: request.param)
+    return request.param
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 40])
 @pytest.mark.parametrize("bias", [False, True])
-def test_linear_gives_f_linear_for_any_rows_and_leading_dims(rows, bias):
+def test_linear_gives_f_linear_for_any_rows_and_leading_dims(rows, bias, layout):
     torch.manual_seed(rows)
     weight, b = torch.randn(48, 32), torch.randn(48) if bias else None
     x = torch.randn(1, rows, 32)
@@ -19,14 +30,32 @@ def test_linear_gives_f_linear_for_any_rows_and_leading_dims(rows, bias):
     assert y.view(rows, 6, 8).shape == (rows, 6, 8)  # callers view it into heads
 
 
-def test_the_few_rows_layout_is_for_float32_on_cpu_only():
+def test_the_transposed_layout_is_for_a_few_float32_rows_on_cpu_only(layout):
     x = torch.randn(4, 8)
-    assert 4 in FEW_ROWS and few_rows_pay(4, x)
+    assert 4 in FEW_ROWS and few_rows_pay(4, x) == (layout == "transposed")
     assert not few_rows_pay(1, x) and not few_rows_pay(16, x)
     assert not few_rows_pay(4, x.bfloat16())
 
 
-def test_linear_keeps_gradients_of_both_layouts():
+def test_both_layouts_are_measured_and_timed():
+    plain, transposed = measure_layouts(megabytes=1)
+    assert 0 < plain < 0.01 and 0 < transposed < 0.01  # seconds per product of 4 rows by 256 x 256
+
+
+def layout_in_a_new_process(value: str) -> subprocess.CompletedProcess:
+    code = "from core_model.linear import few_rows_layout; print(few_rows_layout())"
+    env = {"PATH": "", LAYOUT_VARIABLE: value}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_environment_variable_decides_the_layout_and_a_bad_value_is_named():
+    assert layout_in_a_new_process("transposed").stdout.strip() == "transposed"
+    assert layout_in_a_new_process("").stdout.strip() in ("plain", "transposed")  # measured
+    bad = layout_in_a_new_process("sideways")
+    assert bad.returncode != 0 and "VERTICALS_FEW_ROWS_LAYOUT='sideways'" in bad.stderr
+
+
+def test_linear_keeps_gradients_of_both_layouts(layout):
     weight = torch.randn(16, 8, requires_grad=True)
     x = torch.randn(4, 8, requires_grad=True)
     linear(x, weight).square().sum().backward()
