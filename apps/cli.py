@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         "--quantize", choices=["int8"], help="weight-only int8 for linears and experts (about 1/4 the memory)"
     )
     serve.add_argument(
+        "--engine-replicas",
+        type=_replica_count,
+        default="auto",
+        help="engines for streamed requests, one process each (default auto: one per CPU core while "
+        "their weights fit in 2 GiB; one on CUDA)",
+    )
+    serve.add_argument(
         "--adapter",
         action="append",
         default=[],
@@ -236,6 +243,7 @@ def run_server(args: argparse.Namespace) -> None:
         max_cache_tokens=args.max_cache_tokens,
         adapters=tuple(args.adapter),
         quantize=args.quantize,
+        engine_replicas=args.engine_replicas,
     )
     customer_service = None
     if not args.no_customer_service:
@@ -482,6 +490,14 @@ def _adapter(value: str) -> tuple[str, str]:
     if not (name and equals and path):
         raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {value!r}")
     return name, path
+
+
+def _replica_count(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count >= 1, got {value!r}")
+    return int(value)
 
 
 def describe(source: str) -> str:

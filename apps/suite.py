@@ -13,6 +13,7 @@ and wires; the routes live in `core_model.serve` and in the apps.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import torch
 from fastapi import FastAPI
@@ -22,10 +23,9 @@ from apps.customer_service.settings import CustomerServiceSettings
 from apps.finance_risk.settings import FinanceSettings
 from apps.industrial_qc.settings import QCSettings
 from apps.medical.settings import MedicalSettings
-from core_model import load_model, load_tokenizer
 from core_model.checkpoint import serving_dtype
-from core_model.engine import Engine, EngineConfig
-from core_model.engine.quantize import quantize_int8
+from core_model.engine import Engine
+from core_model.engine.replicas import EngineReplicas, EngineSpec, build_engine, replicas_for
 from core_model.serve import ServeSettings, build_context, mount, register_adapter
 
 log = logging.getLogger(__name__)
@@ -46,53 +46,60 @@ def create_app(
     A bad adapter raises an AdapterError (a ValueError) naming it: nothing is served half-loaded.
     """
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = load_tokenizer(settings.model)
-    model = load_model(settings.model, device=device, dtype=serving_dtype(settings.model, device))
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"the tokenizer of {settings.model} has {tokenizer.vocab_size} ids but the model embeds "
-            f"only {model.config.vocab_size}"
-        )
-    if settings.quantize == "int8":
-        quantize_int8(model)
     fields = {} if settings.max_cache_tokens is None else {"max_cache_tokens": settings.max_cache_tokens}
-    config = EngineConfig.for_serving(model, **fields)
-    engine = Engine(model, tokenizer, config)
+    spec = EngineSpec(
+        model=settings.model,
+        device=device,
+        dtype=serving_dtype(settings.model, device),
+        quantize=settings.quantize,
+        config=fields,
+    )
+    local = build_engine(spec)
+    replicas = replicas_for(spec) if settings.engine_replicas == "auto" else int(settings.engine_replicas)
+    # An Engine to every app: only `stream` is spread over the helpers.
+    engine = cast(Engine, EngineReplicas(local, spec, helpers=replicas - 1)) if replicas > 1 else local
+    tokenizer = local.tokenizer
+    assert tokenizer is not None
     log.info(
-        "loaded %s on %s; cache %d tokens; bfloat16 experts from %s token-expert pairs",
+        "loaded %s on %s; cache %d tokens; bfloat16 experts from %s token-expert pairs; %d engine replica(s)",
         settings.model,
         device,
-        config.max_cache_tokens,
-        config.bfloat16_experts_from or "none (off)",
+        local.config.max_cache_tokens,
+        local.config.bfloat16_experts_from or "none (off)",
+        replicas,
     )
-    for name, path in settings.adapters:
-        register_adapter(engine, name, path)
-        log.info("loaded adapter %r from %s", name, path)
-    app = FastAPI(title="verticals", summary="Vertical AI applications on one MoE model")
-    mount(app, build_context(engine, tokenizer, settings))
-    if customer_service is not None:
-        from apps.customer_service import api as cs_api
-        from apps.customer_service.service import CustomerService
+    try:
+        for name, path in settings.adapters:
+            register_adapter(engine, name, path)
+            log.info("loaded adapter %r from %s", name, path)
+        app = FastAPI(title="verticals", summary="Vertical AI applications on one MoE model")
+        mount(app, build_context(engine, tokenizer, settings))
+        if customer_service is not None:
+            from apps.customer_service import api as cs_api
+            from apps.customer_service.service import CustomerService
 
-        cs_api.mount(app, CustomerService.start(customer_service, engine=engine, base=settings.model))
-    if code_assist is not None:
-        from apps.code_assist import api as code_api
-        from apps.code_assist.service import CodeAssist
+            cs_api.mount(app, CustomerService.start(customer_service, engine=engine, base=settings.model))
+        if code_assist is not None:
+            from apps.code_assist import api as code_api
+            from apps.code_assist.service import CodeAssist
 
-        code_api.mount(app, CodeAssist.start(code_assist, engine=engine, base=settings.model))
-    if medical is not None:
-        from apps.medical import api as medical_api
-        from apps.medical.service import MedicalService
+            code_api.mount(app, CodeAssist.start(code_assist, engine=engine, base=settings.model))
+        if medical is not None:
+            from apps.medical import api as medical_api
+            from apps.medical.service import MedicalService
 
-        medical_api.mount(app, MedicalService.start(medical))
-    if finance is not None:
-        from apps.finance_risk import api as finance_api
-        from apps.finance_risk.service import FinanceService
+            medical_api.mount(app, MedicalService.start(medical))
+        if finance is not None:
+            from apps.finance_risk import api as finance_api
+            from apps.finance_risk.service import FinanceService
 
-        finance_api.mount(app, FinanceService.start(finance))
-    if industrial_qc is not None:
-        from apps.industrial_qc import api as qc_api
-        from apps.industrial_qc.service import QCService
+            finance_api.mount(app, FinanceService.start(finance))
+        if industrial_qc is not None:
+            from apps.industrial_qc import api as qc_api
+            from apps.industrial_qc.service import QCService
 
-        qc_api.mount(app, QCService.start(industrial_qc))
+            qc_api.mount(app, QCService.start(industrial_qc))
+    except BaseException:
+        engine.shutdown()  # helper processes, if any, do not outlive a failed start
+        raise
     return app

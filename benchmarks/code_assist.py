@@ -248,6 +248,8 @@ def bench_latency(args: argparse.Namespace) -> dict:
             f"sqlite:///{tmp}/code.db",
             "--code-max-tokens",
             "32",
+            "--engine-replicas",
+            args.engine_replicas,
         ]
         with suite_server(options, log=Path(tmp, "server.log")) as url:
             return {
@@ -327,6 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-tokens", type=int, default=256, help="per pass@1 completion")
     parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 4])
     parser.add_argument("--requests", type=int, default=30, help="completions per client")
+    parser.add_argument(
+        "--engine-replicas", default="auto", help="latency: the server's --engine-replicas (default auto)"
+    )
     args = parse_sections(parser, argv)
     if args.quick:
         args.cases, args.limit, args.max_tokens, args.requests, args.ngram_tokens = 12, 3, 32, 3, 100_000

@@ -101,11 +101,14 @@ def serving_dtype(source: str, device: str) -> torch.dtype | None:
     past that, the checkpoint's own dtype (None)."""
     if device.startswith("cuda"):
         return torch.bfloat16
+    return torch.float32 if source_config(source).num_parameters() * 4 <= CPU_FLOAT32_MAX_BYTES else None
+
+
+def source_config(source: str) -> MoEConfig:
+    """The config of a preset or a checkpoint directory, read without loading any weight."""
     if source in PRESETS:
-        config = MoEConfig.preset(source)
-    else:
-        config = MoEConfig.from_json_file(Path(source) / "config.json")
-    return torch.float32 if config.num_parameters() * 4 <= CPU_FLOAT32_MAX_BYTES else None
+        return MoEConfig.preset(source)
+    return MoEConfig.from_json_file(Path(source) / "config.json")
 
 
 def _resolve(source: str | Path) -> Path | None:

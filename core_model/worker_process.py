@@ -63,7 +63,7 @@ class WorkerProcess:
         self.name = name
         self._spec = (factory.__module__, factory.__qualname__, args, torch_threads)
         self._lock = threading.Lock()  # one request on the pipes at a time
-        self._child: _Child | None = _Child.start(name, self._spec)
+        self._child: Child | None = Child.start(name, self._spec)
         self._ready = False  # whether the child has built its function
         atexit.register(self.close)  # the parent waits for its workers on the way out
 
@@ -72,9 +72,9 @@ class WorkerProcess:
         with self._lock:
             self._await_build()
 
-    def _await_build(self) -> _Child:
+    def _await_build(self) -> Child:
         if self._child is None:  # closed, or the last one died: a new one
-            self._child, self._ready = _Child.start(self.name, self._spec), False
+            self._child, self._ready = Child.start(self.name, self._spec), False
         if not self._ready:
             try:
                 self._receive(self._child)
@@ -88,10 +88,10 @@ class WorkerProcess:
         with self._lock:
             child = self._await_build()
             with contextlib.suppress(OSError):  # a dead worker: the read below reports it
-                _send(child.requests, items)
+                send_pickle(child.requests, items)
             return self._receive(child)
 
-    def _receive(self, child: _Child) -> Any:
+    def _receive(self, child: Child) -> Any:
         try:
             ok, value = pickle.load(child.replies)
         except (EOFError, pickle.UnpicklingError, OSError):
@@ -116,20 +116,20 @@ class WorkerProcess:
 
 
 @dataclass
-class _Child:
+class Child:
     process: subprocess.Popen[bytes]
     requests: IO[bytes]  # its stdin
     replies: IO[bytes]  # its stdout
 
     @classmethod
-    def start(cls, name: str, spec: tuple) -> _Child:
-        """A new worker process, sent `spec` (the factory to build)."""
+    def start(cls, name: str, spec: Any, *, module: str = __name__) -> Child:
+        """A new process running `python -m module name`, sent `spec` (what it is to build)."""
         env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        command = [sys.executable, "-m", __name__, name]
+        command = [sys.executable, "-m", module, name]
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert process.stdin is not None and process.stdout is not None
         child = cls(process, process.stdin, process.stdout)
-        _send(child.requests, spec)
+        send_pickle(child.requests, spec)
         return child
 
     def close_pipes(self) -> None:
@@ -149,12 +149,12 @@ class _Child:
         self.close_pipes()
 
 
-def _send(pipe: IO[bytes], value: Any) -> None:
+def send_pickle(pipe: IO[bytes], value: Any) -> None:
     pickle.dump(value, pipe, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.flush()
 
 
-def _picklable(error: BaseException) -> BaseException:
+def picklable_error(error: BaseException) -> BaseException:
     """`error` itself when it pickles, else a RuntimeError with its type, message and traceback."""
     try:
         pickle.loads(pickle.dumps(error))
@@ -174,9 +174,9 @@ def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             torch.set_num_threads(torch_threads)
         function = getattr(importlib.import_module(module), name)(*args)
     except Exception as error:
-        _send(replies, (False, _picklable(error)))
+        send_pickle(replies, (False, picklable_error(error)))
         return
-    _send(replies, (True, None))
+    send_pickle(replies, (True, None))
     while True:
         try:
             items = pickle.load(requests)
@@ -185,14 +185,19 @@ def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
         try:
             reply = (True, function(items))
         except Exception as error:
-            reply = (False, _picklable(error))
-        _send(replies, reply)
+            reply = (False, picklable_error(error))
+        send_pickle(replies, reply)
 
 
-if __name__ == "__main__":
+def child_main(serve: Callable[[IO[bytes], IO[bytes]], None]) -> None:
+    """A child process's entry point: `serve(requests, replies)` on its stdin and stdout."""
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints go to stderr, never into the replies
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {sys.argv[1]} %(levelname)s %(message)s")
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
-        _serve(sys.stdin.buffer, replies)
+        serve(sys.stdin.buffer, replies)
+
+
+if __name__ == "__main__":
+    child_main(_serve)

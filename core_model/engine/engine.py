@@ -185,6 +185,31 @@ class Engine:
         self._wake.set()
         return request_id
 
+    def submit(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        *,
+        request_id: str,
+        adapter: str | None,
+        listener: Callable[[RequestOutput], None],
+    ) -> None:
+        """Queues a request whose outputs go to `listener`, called on the background thread that
+        steps it (started if need be), up to and including the finished one."""
+
+        def deliver(output: RequestOutput) -> None:
+            if output.finished:
+                self._listeners.pop(request_id, None)
+            listener(output)
+
+        self._listeners[request_id] = deliver
+        try:
+            self.add_request(prompt, params, request_id=request_id, adapter=adapter)
+        except BaseException:
+            self._listeners.pop(request_id, None)
+            raise
+        self._ensure_worker()
+
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Makes a PEFT LoRA directory available to requests as `adapter=name`."""
         adapter = self.adapters.read(name, path)  # file reading happens outside the step lock

@@ -28,12 +28,19 @@ class ServeSettings:
     device: str | None = None  # None: cuda when available, else cpu
     adapters: tuple[tuple[str, str], ...] = ()  # (name, PEFT LoRA directory), loaded at start
     quantize: str | None = None  # "int8": weight-only int8 for linears and experts
+    # Engines serving streamed requests, one process each (core_model.engine.replicas); "auto":
+    # one per CPU core while their weights fit (replicas_for), one on CUDA.
+    engine_replicas: int | str = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be in [0, 65535], got {self.port}")
         if self.quantize not in (None, "int8"):
             raise SettingsError(f"quantize must be 'int8' or unset, got {self.quantize!r}")
+        if self.engine_replicas != "auto" and not (
+            isinstance(self.engine_replicas, int) and self.engine_replicas >= 1
+        ):
+            raise SettingsError(f"engine_replicas must be 'auto' or >= 1, got {self.engine_replicas!r}")
         if self.max_queue < 0:
             raise SettingsError(f"max_queue must be >= 0, got {self.max_queue}")
         if self.max_cache_tokens is not None and self.max_cache_tokens < 1:

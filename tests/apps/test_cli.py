@@ -13,6 +13,8 @@ import pytest
 
 from apps.cli import main
 from core_model import load_model, save_model
+from core_model.checkpoint import serving_dtype
+from core_model.engine.replicas import EngineSpec, replicas_for
 
 
 def test_info_describes_the_embedded_model(capsys):
@@ -57,7 +59,13 @@ def test_serve_wants_adapters_as_name_equals_dir(capsys):
     assert raised.value.code == 2 and "expected NAME=DIR, got 'just-a-name'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("options", [[], ["--no-access-log"]])
+def test_serve_wants_engine_replicas_as_auto_or_a_count(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "--engine-replicas", "0"])
+    assert raised.value.code == 2 and "expected 'auto' or a count >= 1, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options", [[], ["--no-access-log"], ["--engine-replicas", "2"]])
 def test_serve_prints_its_url_and_answers_there(checkpoint, tmp_path, options):
     with socket.socket() as probe:  # a free port; a tiny race with other processes is acceptable here
         probe.bind(("127.0.0.1", 0))
@@ -88,8 +96,13 @@ def test_serve_prints_its_url_and_answers_there(checkpoint, tmp_path, options):
             except httpx.ConnectError:
                 assert time.monotonic() < deadline and server.poll() is None, "the server did not come up"
                 time.sleep(0.1)
+        helpers = subprocess.run(
+            ["pgrep", "-P", str(server.pid), "-f", "engine.replicas"], capture_output=True
+        )
+        auto = replicas_for(EngineSpec(model=str(checkpoint), dtype=serving_dtype(str(checkpoint), "cpu")))
+        assert len(helpers.stdout.split()) == (1 if "--engine-replicas" in options else auto - 1)
     finally:
         server.terminate()
         server.wait(timeout=10)
     logged = server.stdout.read() + log.read_text()
-    assert ('"GET /v1/models HTTP/1.1" 200' in logged) == (not options)  # the access log
+    assert ('"GET /v1/models HTTP/1.1" 200' in logged) == ("--no-access-log" not in options)

@@ -36,3 +36,10 @@ def test_an_adapter_name_given_twice_is_refused():
 def test_unknown_quantisation_is_refused():
     with pytest.raises(SettingsError, match="quantize must be 'int8' or unset, got 'int4'"):
         ServeSettings(quantize="int4")
+
+
+@pytest.mark.parametrize("replicas", [0, -1, "two", 1.5])
+def test_engine_replicas_must_be_auto_or_a_positive_count(replicas):
+    with pytest.raises(SettingsError, match=f"engine_replicas must be 'auto' or >= 1, got {replicas!r}"):
+        ServeSettings(engine_replicas=replicas)
+    assert ServeSettings(engine_replicas="auto").engine_replicas == "auto"
