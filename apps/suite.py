@@ -44,6 +44,8 @@ def create_app(
     each vertical's when its settings are given (they share the engine: drafts, completions).
 
     A bad adapter raises an AdapterError (a ValueError) naming it: nothing is served half-loaded.
+    With `settings.engine_replicas` above 1, streamed requests also run on helper processes that
+    each build the same engine (core_model.engine.replicas).
     """
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     fields = {} if settings.max_cache_tokens is None else {"max_cache_tokens": settings.max_cache_tokens}

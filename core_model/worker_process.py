@@ -117,6 +117,9 @@ class WorkerProcess:
 
 @dataclass
 class Child:
+    """A Python child process spoken to in pickles over its stdin and stdout (a worker here, an
+    engine replica in `core_model.engine.replicas`)."""
+
     process: subprocess.Popen[bytes]
     requests: IO[bytes]  # its stdin
     replies: IO[bytes]  # its stdout
