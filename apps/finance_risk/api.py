@@ -17,8 +17,8 @@
 `?threshold=0.7` sets the alert threshold of one request (default: the server's). FastAPI's 422s
 name the field at fault (a malformed amount, a timestamp without a time zone); 409 for a
 transaction scored before, 404 for labels of unknown transactions (none stored then), 413 for a
-batch over the limit, 503 while no model is loaded. With `--api-key`, every route but health
-needs `Authorization: Bearer KEY`.
+batch over the limit, 503 while no model is loaded (and for the requests of a pass whose scorer
+process died). With `--api-key`, every route but health needs `Authorization: Bearer KEY`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 
 from core_model.serve.api import require_api_key
+from core_model.worker_process import WorkerDied
 
 from .schemas import (
     AlertsOut,
@@ -58,15 +59,16 @@ MAX_ALERTS = 1000  # the alert queue's k at most
 
 
 def _http(error: Exception) -> HTTPException:
-    status = {NoModel: 503, AlreadyScored: 409, UnknownTransactions: 404}[type(error)]
-    return HTTPException(status_code=status, detail=str(error))
+    status = {NoModel: 503, WorkerDied: 503, AlreadyScored: 409, UnknownTransactions: 404}[type(error)]
+    detail = f"{error}; the next request starts a new scorer" if isinstance(error, WorkerDied) else str(error)
+    return HTTPException(status_code=status, detail=detail)
 
 
 @router.post("/score")
 async def score(body: TransactionIn, service: ServiceDep, threshold: Threshold = None) -> ScoreOut:
     try:
         return ScoreOut(**await service.score(body, threshold=threshold))
-    except (NoModel, AlreadyScored) as error:
+    except (NoModel, AlreadyScored, WorkerDied) as error:
         raise _http(error) from None
 
 
@@ -78,7 +80,7 @@ async def score_batch(body: BatchIn, service: ServiceDep, threshold: Threshold =
         )
     try:
         answers = await service.score_batch(body.transactions, threshold=threshold)
-    except (NoModel, AlreadyScored) as error:
+    except (NoModel, AlreadyScored, WorkerDied) as error:
         raise _http(error) from None
     return BatchOut(scores=[ScoreOut(**a) for a in answers], latency_ms=answers[0]["latency_ms"])
 
@@ -93,7 +95,10 @@ def labels(body: LabelsIn, service: ServiceDep) -> dict[str, int]:
 
 @open_router.get("/health")
 def health(service: ServiceDep) -> dict[str, Any]:
-    return service.health()
+    try:
+        return service.health()
+    except WorkerDied as error:
+        raise _http(error) from None
 
 
 Day = Annotated[date, Query(description="a UTC day, YYYY-MM-DD")]

@@ -154,7 +154,13 @@ class FraudModel(nn.Module):
         finally:
             hook.remove()
         logits_BP = self.head(hidden_BSD[:, T:].reshape(B * P, 1, -1)).view(B, P)
-        weights_BT = last_attention.weights(*captured[0])[:, :, T, :T].mean(dim=1)
+        # Variant 0 reads the history and itself: the first T + 1 positions are all it needs.
+        x_BSD, cos, sin, mask_B1SS = captured[0]
+        first = slice(None, T + 1)
+        weights_B1S = last_attention.weights(
+            x_BSD[:, first], cos[:, first], sin[:, first], mask_B1SS[..., first, first]
+        )
+        weights_BT = weights_B1S[:, :, T, :T].mean(dim=1)
         return logits_BP, weights_BT
 
 

@@ -57,8 +57,8 @@ class TransactionStore:
     def add_transactions(self, rows: Iterable[dict[str, Any]]) -> int:
         rows = list(rows)
         if rows:
-            with self.Session.begin() as session:
-                session.execute(insert(Transaction), rows)
+            with self.engine.begin() as connection:  # Core, not the ORM's bulk insert: half the cost
+                connection.execute(insert(Transaction.__table__), rows)
         return len(rows)
 
     def existing(self, transaction_ids: Iterable[str]) -> set[str]:

@@ -1,15 +1,19 @@
 """The finance API on a real uvicorn on loopback, with a tiny fraud model saved to disk and the
 transactions in a SQLite file: scores grow a card's history, a request's threshold decides, bad
-input is a 4xx that names what is wrong and stores nothing, labels keep their arrival time.
+input is a 4xx that names what is wrong and stores nothing, labels keep their arrival time, a
+scorer process that dies costs one pass and its successor reads the history back from the store.
 
 .venv/bin/python -m pytest tests/apps/finance_risk/test_api.py -q
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,6 +22,7 @@ import torch
 
 from apps.finance_risk.features import FEATURES
 from apps.finance_risk.model import FraudModel, FraudModelConfig, Scaler, save_fraud_model
+from apps.finance_risk.service import FinanceService
 from apps.finance_risk.settings import FinanceSettings
 from apps.finance_risk.store import TransactionStore
 from apps.suite import create_app
@@ -164,3 +169,40 @@ def test_a_model_replaced_on_disk_serves_from_the_next_request(checkpoint, tmp_p
         save_fraud_model(FraudModel(FraudModelConfig.preset("tiny"), scaler=scaler), model_dir, metrics={})
         after = post(base, "/finance/score", transaction(2)).json()
     assert after["model_version"] != before and after["history"] == 1  # the history stays
+
+
+def scorer_processes() -> set[int]:
+    """The pids of this process's children that run a finance scorer."""
+    found = set()
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (process / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if parent == os.getpid() and b"finance-scorer" in command:
+            found.add(int(process.name))
+    return found
+
+
+def test_a_scorer_that_dies_fails_its_pass_and_the_next_one_reloads_the_history(checkpoint, tmp_path):
+    model_dir = tmp_path / "model"
+    scaler = Scaler.fit(np.random.default_rng(0).random((100, len(FEATURES))) * 100)
+    save_fraud_model(FraudModel(FraudModelConfig.preset("tiny"), scaler=scaler), model_dir, metrics={})
+    settings = FinanceSettings(database=f"sqlite:///{tmp_path / 'f.db'}", model=str(model_dir))
+    earlier = scorer_processes()
+    app = create_app(ServeSettings(model=str(checkpoint), api_key=API_KEY), finance=settings)
+    (scorer,) = scorer_processes() - earlier
+    with serving(app) as base:
+        assert post(base, "/finance/score", transaction(1)).status_code == 200
+        os.kill(scorer, signal.SIGKILL)
+        died = post(base, "/finance/score", transaction(2))
+        assert died.status_code == 503 and "finance-scorer" in died.json()["error"]["message"]
+        again = post(base, "/finance/score", transaction(2)).json()
+        assert again["history"] == 1  # the new scorer read t1 back from the store
+        assert [e["transaction_id"] for e in again["events"]] == ["t1"]
+
+
+def test_an_in_memory_database_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="in memory, the scorer's process cannot open it"):
+        FinanceService.start(FinanceSettings(database="sqlite://"))

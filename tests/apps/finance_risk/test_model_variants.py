@@ -1,6 +1,6 @@
 """`FraudModel.variants`, the scorer's fast path, against `forward`, its reference: P variants of
 a transaction's features read with one history give the logits of P separate passes, and the
-attention over the history never falls on padding.
+attention over the history is that of the transaction's own pass and never falls on padding.
 
 .venv/bin/python -m pytest tests/apps/finance_risk/test_model_variants.py -q
 """
@@ -51,3 +51,17 @@ def test_attention_reads_only_real_history():
     assert (weights_BT[~mask] == 0).all()
     assert (weights_BT[mask] > 0).all()
     assert (weights_BT.sum(dim=1) <= 1 + 1e-6).all()  # the rest is the transaction's own token
+
+
+def test_attention_is_that_of_the_transactions_own_pass():
+    fraud, (events, gaps, mask, aggregates_BPA) = model(), batch(seed=3)
+    last = fraud.trunk.layers[-1].self_attn
+    captured: list[tuple] = []
+    hook = last.register_forward_pre_hook(lambda _, args: captured.append(args))
+    with torch.no_grad():
+        fraud(events, gaps, mask, aggregates_BPA[:, 0])
+        hook.remove()
+        T = CONFIG.history
+        reference_BT = last.weights(*captured[0])[:, :, T, :T].mean(dim=1)
+        _, weights_BT = fraud.variants(events, gaps, mask, aggregates_BPA)
+    assert torch.allclose(weights_BT, reference_BT, atol=1e-6)
