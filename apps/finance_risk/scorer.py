@@ -36,6 +36,7 @@ from .store import TransactionStore
 
 log = logging.getLogger(__name__)
 TOP_REASONS = 3
+CHECKPOINT_EVERY_S = 1.0  # SQLite's log copied back off the scoring path (make_engine)
 
 
 class NoModel(RuntimeError):
@@ -77,7 +78,7 @@ def scorer_worker(settings: FinanceSettings) -> Scorer:
 class Scorer:
     def __init__(self, settings: FinanceSettings) -> None:
         self.settings = settings
-        self.store = TransactionStore(settings.database)
+        self.store = TransactionStore(settings.database, checkpoint_every_s=CHECKPOINT_EVERY_S)
         self.model: FraudModel | None = None
         self.version = ""
         self.live: LiveHistory | None = None

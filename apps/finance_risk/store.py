@@ -49,8 +49,9 @@ class UnknownTransactions(LookupError):
 
 
 class TransactionStore:
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, *, checkpoint_every_s: float | None = None) -> None:
+        """`checkpoint_every_s`: for the scorer, whose commits answer requests (`make_engine`)."""
+        self.engine = make_engine(url, checkpoint_every_s=checkpoint_every_s)
         MIGRATIONS.upgrade(self.engine)
         self.Session = session_factory(self.engine)
 
