@@ -42,7 +42,8 @@ from .schemas import (
     ScoreOut,
     TransactionIn,
 )
-from .service import AlreadyScored, BadPeriod, FinanceService, NoModel
+from .scorer import AlreadyScored, NoModel
+from .service import BadPeriod, FinanceService
 from .store import UnknownTransactions
 
 

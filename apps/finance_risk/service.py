@@ -31,11 +31,10 @@ from core_model.worker_process import WorkerDied, WorkerProcess
 
 from .monitoring import DAILY_DAYS, MAX_DAILY_DAYS, alert_queue, daily_stats, day_span, score_histogram
 from .schemas import LabelIn, TransactionIn
-from .scorer import AlreadyScored, Command, LabelsArrived, NoModel, Score, Status, scorer_worker
+from .scorer import AlreadyScored, Command, LabelsArrived, Score, Status, scorer_worker
 from .settings import FinanceSettings
 from .store import TransactionStore
 
-__all__ = ["AlreadyScored", "BadPeriod", "FinanceService", "NoModel"]
 MAX_REQUESTS_PER_PASS = 64
 
 
