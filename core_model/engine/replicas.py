@@ -127,11 +127,16 @@ class EngineReplicas:
 
     @property
     def num_running(self) -> int:
-        return self.local.num_running + sum(helper.in_flight for helper in self._helpers)
+        """Sequences running on every replica. A helper runs at most `max_sequences` of those it
+        holds (the same config as the local engine's); the rest wait for a slot there."""
+        slots = self.local.config.max_sequences
+        return self.local.num_running + sum(min(helper.in_flight, slots) for helper in self._helpers)
 
     @property
     def num_waiting(self) -> int:
-        return self.local.num_waiting
+        """Requests waiting on every replica (what the server's `max_queue` limits)."""
+        slots = self.local.config.max_sequences
+        return self.local.num_waiting + sum(max(0, helper.in_flight - slots) for helper in self._helpers)
 
     # ------------------------------------------------------------------------- adapters
     def load_adapter(self, name: str, path: str | Path) -> None:

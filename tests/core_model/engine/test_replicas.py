@@ -187,3 +187,32 @@ def test_an_adapter_in_use_on_a_helper_is_not_unloaded_anywhere(replicas):
     asyncio.run(unload_while_streaming())
     assert "a" in replicas.adapters.paths
     stream_all(replicas, prompts(2, seed=8), adapter="a")  # still served by both
+
+
+def test_requests_beyond_a_helpers_slots_count_as_waiting(spec):
+    one_slot = EngineSpec(model=spec.model, dtype=spec.dtype, config=spec.config | {"max_sequences": 1})
+    engine = EngineReplicas(build_engine(one_slot), one_slot, helpers=1)
+    long = SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True)
+    counts: list[tuple[int, int]] = []
+
+    async def first_token(prompt) -> None:
+        async for _ in engine.stream(prompt, long):
+            break
+
+    async def run() -> None:
+        streams = [asyncio.create_task(streamed(engine, p, long)) for p in prompts(6, seed=6)]
+        # Routed before the six start (a task runs only once this one waits): it takes a slot at
+        # once, and its first token comes while the six hold the other slot or wait.
+        await first_token(prompts(1, seed=7)[0])
+        counts.append((engine.num_running, engine.num_waiting))
+        for stream in streams:
+            stream.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.shutdown()
+    assert engine.routed[1] >= 3  # the helper holds half of the 7
+    running, waiting = counts[0]
+    assert running == 2 and waiting >= 3  # one slot each: everyone else waits, wherever it is
