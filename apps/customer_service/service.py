@@ -175,7 +175,7 @@ class CustomerService:
         started = time.perf_counter()
         with self._session() as session:
             self._conversation(session, conversation_id)
-            history = store.conversation_history(session, conversation_id, last=STATE_WINDOW)
+            history = store.recent_turns(session, conversation_id, last=STATE_WINDOW)
         state, parse, passages, retrieval_ms = _replay(history), None, [], None
         if body.role == "customer":
             understood = self.understanding(body.text)

@@ -105,6 +105,28 @@ def test_history_last_keeps_the_newest_in_order(session):
     assert [message.text for message, _ in history] == ["two", "three"]
 
 
+
+def test_recent_turns_are_the_history_the_dialogue_state_reads(session):
+    conversation, first = conversation_with_message(session, text="one")
+    entities = [{"entity": "amount", "value": "20", "start": 0, "end": 2}]
+    store.add_prediction(
+        session, message_id=first.id, intent="card_lost", confidence=0.9, entities=entities,
+        out_of_scope=True, passages=[{"source_id": "faq-1", "score": 0.5}],
+    )  # fmt: skip
+    for role, text in (("agent", "two"), ("customer", "three")):
+        store.add_message(session, conversation_id=conversation.id, role=role, text=text)
+    for last in (2, 50):
+        history = store.conversation_history(session, conversation.id, last=last)
+        turns = store.recent_turns(session, conversation.id, last=last)
+        assert [(t.role, t.text) for t, _ in turns] == [(m.role, m.text) for m, _ in history]
+        assert [p and (p.intent, p.out_of_scope, p.entities) for _, p in turns] == [
+            p and (p.intent, p.out_of_scope, p.entities) for _, p in history
+        ]
+    (_, parsed), *_ = store.recent_turns(session, conversation.id, last=50)
+    assert parsed == store.Parsed("card_lost", True, entities)
+    with pytest.raises(store.NotFound):
+        store.recent_turns(session, 404, last=5)
+
 def test_a_missing_conversation(session):
     assert store.get_conversation(session, 404) is None
     with pytest.raises(store.NotFound):
