@@ -249,7 +249,6 @@ def conversation_history(
     return [(message, prediction) for message, prediction in reversed(session.execute(query).all())]
 
 
-
 @dataclass(frozen=True, slots=True)
 class Turn:
     role: str

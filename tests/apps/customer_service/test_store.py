@@ -105,7 +105,6 @@ def test_history_last_keeps_the_newest_in_order(session):
     assert [message.text for message, _ in history] == ["two", "three"]
 
 
-
 def test_recent_turns_are_the_history_the_dialogue_state_reads(session):
     conversation, first = conversation_with_message(session, text="one")
     entities = [{"entity": "amount", "value": "20", "start": 0, "end": 2}]
@@ -126,6 +125,7 @@ def test_recent_turns_are_the_history_the_dialogue_state_reads(session):
     assert parsed == store.Parsed("card_lost", True, entities)
     with pytest.raises(store.NotFound):
         store.recent_turns(session, 404, last=5)
+
 
 def test_a_missing_conversation(session):
     assert store.get_conversation(session, 404) is None
