@@ -183,6 +183,8 @@ _CARD_NUMBER = re.compile(
 )
 _LAST_FOUR = [
     re.compile(r"\b(?:ending|ends)\s+(?:in|with)\s+(?P<digits>\d{4})\b", re.IGNORECASE),
+    # "my card, the one ending 4321": the bare form only after a card, where four digits are its end
+    re.compile(r"\bcard\b[^\d\n.]{0,25}?\b(?:ending|ends)\s+(?P<digits>\d{4})\b", re.IGNORECASE),
     re.compile(r"\blast\s+(?:four|4)\b[^\d\n]{0,25}?(?P<digits>\d{4})\b", re.IGNORECASE),
     re.compile(r"(?<![\w*•])(?P<mask>[*xX•]{2,}(?:[ -]?[*xX•]{2,})*[ -]?)(?P<digits>\d{4})\b"),  # ****1234
 ]

@@ -104,6 +104,7 @@ def test_a_number_failing_luhn_is_not_a_card_number():
     ("text", "span"),
     [
         ("the card ending in 1234 was declined", "1234"),
+        ("I lost my card yesterday, the one ending 1234", "1234"),
         ("last four digits 1234", "1234"),
         ("the last 4 digits are: 1234", "1234"),
         ("charged to ****1234", "****1234"),
@@ -113,6 +114,10 @@ def test_a_number_failing_luhn_is_not_a_card_number():
 def test_card_last_four(text, span):
     card = only(text, "card_last_four")
     assert card.value == "1234" and text[card.start : card.end] == span
+
+
+def test_four_digits_after_ending_are_a_card_only_after_a_card():
+    assert fields("the offer ends 2025", "card_last_four") == []
 
 
 # ----------------------------------------------------------------------------- dates
