@@ -6,6 +6,7 @@ written from, and the summary handed to a person taking over.
     state = state.advance(intent="pin_blocked", confident=False, entities=[])   # "yes, that one"
     state.active_intent, state.carried_intent        # "card_arrival", True
     messages = draft_messages(turns, passages, state, bank="Harbour & Pine Bank")
+    readable("Thanks\x1f, I can help")       # a drafted piece as the agent sees it: "Thanks, I can help"
 
 A message whose intent is not confident ("In checking.", "yes please") keeps the intent in force
 from earlier turns instead of replacing it; key fields accumulate, a newer value replacing an
@@ -14,6 +15,7 @@ older one of the same kind. This module is plain data and text: no model, no SQL
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -88,6 +90,15 @@ def draft_messages(
     for turn in list(turns)[-context_turns:]:
         messages.append({"role": "user" if turn.role == "customer" else "assistant", "content": turn.text})
     return messages
+
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1, but tab and newline
+
+
+def readable(text: str) -> str:
+    """A piece of a drafted reply as the agent reads it: without the control characters a small
+    model sometimes writes (a byte-level tokenizer can emit any byte)."""
+    return CONTROL_CHARACTERS.sub("", text)
 
 
 def handoff_summary(

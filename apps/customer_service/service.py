@@ -29,7 +29,7 @@ from core_model.train.adapters import adapter_base
 
 from . import store
 from .database import make_engine, session_factory, upgrade
-from .dialogue import DialogueState, draft_messages, handoff_summary, replay
+from .dialogue import DialogueState, draft_messages, handoff_summary, readable, replay
 from .retrieval import KnowledgeBase, ScoredPassage, load_or_build
 from .schemas import (
     AnalyticsOut,
@@ -356,10 +356,10 @@ class CustomerService:
         )
         started, first_token_ms, text = time.perf_counter(), None, ""
         async for output in self.engine.stream(prompt, params, adapter=self.reply_adapter):
-            if output.delta_text:
+            if piece := readable(output.delta_text):
                 first_token_ms = first_token_ms or _ms(started)
-                text += output.delta_text
-                yield "delta", {"text": output.delta_text}
+                text += piece
+                yield "delta", {"text": piece}
         total_ms = _ms(started)
         done = await asyncio.to_thread(
             self._finish_draft, suggestion_id, text.strip(), first_token_ms, total_ms

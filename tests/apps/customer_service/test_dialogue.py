@@ -5,7 +5,7 @@
 
 from dataclasses import dataclass
 
-from apps.customer_service.dialogue import DialogueState, draft_messages, handoff_summary, replay
+from apps.customer_service.dialogue import DialogueState, draft_messages, handoff_summary, readable, replay
 
 
 @dataclass
@@ -89,3 +89,10 @@ def test_the_handoff_summary_says_what_a_person_needs():
     assert "card_last_four=4321" in summary
     assert 'Last customer message: "what about crypto?"' in summary
     assert "[card-lost], [freeze]" in summary
+
+
+def test_a_drafted_piece_loses_control_characters_and_keeps_lines_and_letters():
+    assert readable("Thanks\x1f, I\x00 can\x7f help\x9b.\n\tSee [faq-1]. Ça coûte 5 €") == (
+        "Thanks, I can help.\n\tSee [faq-1]. Ça coûte 5 €"
+    )
+    assert readable("\x1f") == ""
