@@ -235,10 +235,11 @@ def attended_events(history: list[Event], weights_T: list[float]) -> list[dict[s
     """The card's earlier events the transaction's token attended to most (`weights_T` is the
     attention over its whole series; the earlier events are the positions just before its own)."""
     first = len(weights_T) - 1 - len(history)
-    events = [
-        {"transaction_id": e.transaction_id, "timestamp": datetime.fromtimestamp(e.time_s, UTC).isoformat(),
-         "amount": e.amount, "weight": round(weights_T[first + j], 4)}
-        for j, e in enumerate(history)
+    weighed = sorted(
+        ((round(weights_T[first + j], 4), j) for j in range(len(history))), key=lambda pair: -pair[0]
+    )[:TOP_REASONS]  # stable: equal weights keep their order
+    return [
+        {"transaction_id": history[j].transaction_id, "amount": history[j].amount, "weight": weight,
+         "timestamp": datetime.fromtimestamp(history[j].time_s, UTC).isoformat()}
+        for weight, j in weighed
     ]  # fmt: skip
-    events.sort(key=lambda event: event["weight"], reverse=True)
-    return events[:TOP_REASONS]
