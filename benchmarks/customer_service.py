@@ -1,6 +1,6 @@
 """Customer-service figures, one run: intents, key information, retrieval, multi-turn, latency.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/customer_service.py   # everything (32 min on 2 cores)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/customer_service.py   # everything (20-32 min on 2 cores)
     .venv/bin/python benchmarks/customer_service.py --quick          # a smoke run of every section
     .venv/bin/python benchmarks/customer_service.py --sections latency,retrieval
 

@@ -1,5 +1,5 @@
 """The recent past the scorer reads, in memory: each card's and each terminal's last days, and the
-labels known of them with their arrival times. Loaded from the store when the service starts,
+labels known of them with their arrival times. Loaded from the store when the scorer starts,
 then kept current as transactions are scored and labels arrive.
 
     live = LiveHistory.load(store, length=16)       # the store's last 37 days and each card's last 15
@@ -12,7 +12,7 @@ then kept current as transactions are scored and labels arrive.
 on the real data): the customer's windows up to and including it, its terminal's delayed risk
 from the labels that had arrived by its timestamp, and its card's last `length` events with the
 features each was scored with. Plain Python over a few hundred rows: no pandas, no SQL, a
-fraction of a millisecond. Not thread-safe: the service calls it from one thread at a time.
+fraction of a millisecond. Not thread-safe: the scorer (`scorer.py`) calls it from one thread.
 """
 
 from __future__ import annotations

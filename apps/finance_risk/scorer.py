@@ -3,7 +3,7 @@
     scorer = Scorer(settings)                   # loads the model and `LiveHistory` from the store
     scorer([Score(rows), LabelsArrived(labels), Status()])   # one pass: a result for each command
 
-`FinanceService` runs it behind a `WorkerProcess` (`scorer_worker`), so that scoring never waits
+`FinanceService` runs it behind a `WorkerProcess`, so that scoring never waits
 for the interpreter lock of the HTTP server and the two use both cores. Each call is one pass:
 labels first (a transaction scored in the pass sees them), then every transaction of every `Score`
 in time order, each described after the ones before it, scored by one model pass
@@ -70,12 +70,9 @@ class Status:
 Command = Score | LabelsArrived | Status
 
 
-def scorer_worker(settings: FinanceSettings) -> Scorer:
-    """`WorkerProcess`'s factory (module level, so that the worker can import it)."""
-    return Scorer(settings)
-
-
 class Scorer:
+    """`WorkerProcess(Scorer, settings)` builds it in the worker (a module-level class it can import)."""
+
     def __init__(self, settings: FinanceSettings) -> None:
         self.settings = settings
         self.store = TransactionStore(settings.database, checkpoint_every_s=CHECKPOINT_EVERY_S)

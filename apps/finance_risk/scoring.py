@@ -1,5 +1,5 @@
 """Scoring a whole frame of transactions with the fraud model: the benchmark's path and the
-reference the live scorer (`service.py` with `live_history.py`) is checked against.
+reference the live scorer (`scorer.py` with `live_history.py`) is checked against.
 
     scores = score_frame(model, frame)                  # every row of `frame`, time-ordered
 

@@ -31,7 +31,7 @@ from core_model.worker_process import WorkerDied, WorkerProcess
 
 from .monitoring import DAILY_DAYS, MAX_DAILY_DAYS, alert_queue, daily_stats, day_span, score_histogram
 from .schemas import LabelIn, TransactionIn
-from .scorer import AlreadyScored, Command, LabelsArrived, Score, Status, scorer_worker
+from .scorer import AlreadyScored, Command, LabelsArrived, Score, Scorer, Status
 from .settings import FinanceSettings
 from .store import TransactionStore
 
@@ -56,7 +56,7 @@ class FinanceService:
                 "open it; use a file (sqlite:///runs/finance.db) or a server"
             )
         store = TransactionStore(settings.database)  # migrated before the scorer opens it
-        scorer = WorkerProcess(scorer_worker, settings, name="finance-scorer")
+        scorer = WorkerProcess(Scorer, settings, name="finance-scorer")
         scorer.wait_ready()
         return cls(settings, store, scorer)
 
