@@ -94,6 +94,15 @@ class Tokenizer:
     def pad_id(self) -> int | None:
         return self.token_to_id(self.pad_token)
 
+    @property
+    def chat_stop_ids(self) -> tuple[int, ...]:
+        """The tokens that end a reply generated after `apply_chat_template(...,
+        add_generation_prompt=True)`: the template's end of turn (`<|end|>` in ours, when the
+        template writes it and the vocabulary has it) and eos. Without them as stops a model that
+        ends its turn properly goes on writing past it."""
+        end_of_turn = self.token_to_id(END_OF_TURN) if END_OF_TURN in (self.chat_template or "") else None
+        return tuple(i for i in (end_of_turn, self.eos_id) if i is not None)
+
     def token_to_id(self, token: str | None) -> int | None:
         return None if token is None else self.backend.token_to_id(token)
 

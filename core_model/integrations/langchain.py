@@ -58,6 +58,7 @@ class EngineChatModel(BaseChatModel):
             top_p=self.top_p,
             seed=self.seed,
             stop=tuple(stop or ()),
+            stop_token_ids=self.engine.tokenizer.chat_stop_ids if self.engine.tokenizer else (),
         )
 
     def _generate(

@@ -214,6 +214,7 @@ def prepare_chat(body: ChatCompletionRequest, *, ctx: ServeContext) -> Job:
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     names = {"max_tokens": name, "logprobs": "top_logprobs"}
     params = _sampling_params(body, max_tokens=max_tokens, logprobs=logprobs, names=names)
+    params = dataclasses.replace(params, stop_token_ids=params.stop_token_ids + ctx.tokenizer.chat_stop_ids)
     _check_length(len(prompt_ids), params.max_tokens, ctx=ctx, param=name)
     return _job("chatcmpl", body, prompt_ids, params, adapter=adapter, ctx=ctx)
 

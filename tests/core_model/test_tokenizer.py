@@ -13,6 +13,7 @@ import pytest
 from core_model.fim import fim_template
 from core_model.tokenizer import (
     BOS,
+    END_OF_TURN,
     FIM_MIDDLE,
     FIM_PREFIX,
     FIM_SUFFIX,
@@ -83,6 +84,14 @@ def test_save_then_from_directory_gives_same_ids(tok, saved_dir):
 def test_chat_template_renders_roles_and_generation_prompt(tok):
     text = tok.apply_chat_template(CONVERSATION[1:2], add_generation_prompt=True)
     assert text == f"{BOS}<|user|>\nSum 2 and 3.<|end|>\n<|assistant|>\n"
+
+
+def test_a_reply_generated_after_the_chat_template_stops_at_its_end_of_turn_or_eos(tok):
+    assert tok.chat_stop_ids == (tok.token_to_id(END_OF_TURN), tok.eos_id)
+    eos_ended = Tokenizer(
+        tok.backend, chat_template="{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    )
+    assert eos_ended.chat_stop_ids == (tok.eos_id,)  # the template never writes <|end|>
 
 
 def test_unknown_chat_role_raises_value_error(tok):

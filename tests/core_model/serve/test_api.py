@@ -26,8 +26,10 @@ def client(base_url) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
 
 
-def _greedy(engine, prompt):
-    [output] = engine.generate([prompt], SamplingParams(max_tokens=MAX_TOKENS, temperature=0))
+def _greedy(engine, prompt, *, stops=()):
+    [output] = engine.generate(
+        [prompt], SamplingParams(max_tokens=MAX_TOKENS, temperature=0, stop_token_ids=stops)
+    )
     return output
 
 
@@ -88,7 +90,9 @@ def test_chat_completion_matches_engine_generate(client, engine, tokenizer):
     chat = client.chat.completions.create(
         model=MODEL_NAME, messages=MESSAGES, max_tokens=MAX_TOKENS, temperature=0
     )
-    expected = _greedy(engine, tokenizer.encode_chat(MESSAGES, add_generation_prompt=True))
+    expected = _greedy(
+        engine, tokenizer.encode_chat(MESSAGES, add_generation_prompt=True), stops=tokenizer.chat_stop_ids
+    )
     assert chat.id.startswith("chatcmpl-") and chat.object == "chat.completion"
     [choice] = chat.choices
     assert choice.message.role == "assistant" and choice.message.content == expected.text
@@ -102,7 +106,9 @@ def test_streamed_chat_matches_engine_generate(client, engine, tokenizer):
             model=MODEL_NAME, messages=MESSAGES, max_completion_tokens=MAX_TOKENS, temperature=0, stream=True
         )
     )
-    expected = _greedy(engine, tokenizer.encode_chat(MESSAGES, add_generation_prompt=True))
+    expected = _greedy(
+        engine, tokenizer.encode_chat(MESSAGES, add_generation_prompt=True), stops=tokenizer.chat_stop_ids
+    )
     assert {c.object for c in chunks} == {"chat.completion.chunk"}
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected.text
