@@ -14,6 +14,12 @@ Sections:
   and the hybrid the app uses.
 - multiturn: per-turn active-intent accuracy on SGD Banks_2 dialogues (dev), a classifier trained
   here on Banks_1 turns, each turn alone vs with the dialogue state carried over turns.
+- replies: drafted replies generated greedily by the engine with the reply adapter, over the passages
+  the app's retrieval shows (`apps/customer_service/evaluation_drafts.py`): BANKING77 test messages
+  over the demo knowledge base, and bank_faq questions over bank_faq's answers (passages the
+  adapter never saw). How often a draft cites a shown passage and the answering one, the share of
+  its words found in the passages, next to the extractive reply (the first passage's best
+  sentence, no model).
 - latency: the suite served over loopback HTTP with a fresh SQLite file: `POST /messages`
   (parse + retrieval + storage, no generation) P50/P99 at 1 and 8 concurrent clients, and the time
   to the first draft token P50/P99.
@@ -45,7 +51,7 @@ from benchmarks.common import (  # noqa: E402
     write_report,
 )
 
-SECTIONS = ("intents", "slots", "retrieval", "multiturn", "latency")
+SECTIONS = ("intents", "slots", "retrieval", "multiturn", "replies", "latency")
 
 
 # ----------------------------------------------------------------------------- intents
@@ -137,6 +143,39 @@ def bench_retrieval(args: argparse.Namespace) -> dict:
 
     pairs = faq_pairs(dataset_dir("bank_faq") / "BankFAQs.csv")[: args.limit]
     return evaluate_faq_retrieval(pairs, MiniLMEmbeddings(), ks=(1, 5))
+
+
+# ----------------------------------------------------------------------------- replies
+
+
+def bench_replies(args: argparse.Namespace) -> dict:
+    from apps.customer_service.evaluation_drafts import demo_cases, evaluate_drafts, faq_cases
+    from apps.customer_service.evaluation_retrieval import faq_pairs
+    from apps.customer_service.intents import IntentClassifier
+    from apps.customer_service.knowledge_base import DEMO_KB, read_passages
+    from apps.customer_service.retrieval import KnowledgeBase, MiniLMEmbeddings
+    from apps.customer_service.service import REPLY_ADAPTER
+    from apps.customer_service.settings import CustomerServiceSettings
+    from apps.customer_service.training import banking77
+    from core_model.checkpoint import serving_dtype
+    from core_model.datasets import dataset_dir
+    from core_model.engine.replicas import EngineSpec, build_engine
+    from core_model.serve.adapters import register_adapter
+
+    settings, embeddings = CustomerServiceSettings(), MiniLMEmbeddings()
+    intents = IntentClassifier.load(args.intent_adapter)
+    engine = build_engine(EngineSpec("embedded", dtype=serving_dtype("embedded", "cpu")))
+    register_adapter(engine, REPLY_ADAPTER, args.reply_adapter)
+    demo_kb = KnowledgeBase.build(read_passages(DEMO_KB), embeddings)
+    pairs = faq_pairs(dataset_dir("bank_faq") / "BankFAQs.csv")
+    cases = {
+        "demo": demo_cases(banking77("test"), demo_kb, intents, k=settings.passages, limit=args.reply_cases),
+        "bank_faq": faq_cases(pairs, embeddings, intents, k=settings.passages, limit=args.reply_cases),
+    }
+    report = {"adapter": args.reply_adapter}
+    for name, chosen in cases.items():
+        report[name] = evaluate_drafts(chosen, engine, adapter=REPLY_ADAPTER, settings=settings)
+    return report
 
 
 # ----------------------------------------------------------------------------- multi-turn
@@ -312,6 +351,27 @@ def table(report: dict) -> list[str]:
             ]
         )
         rows.append(["  turn alone + dialogue state", f"{multiturn['accuracy_with_state']:.4f}", "", ""])
+    if replies := report.get("replies"):
+        number = lambda value: "-" if value is None else f"{value:.3f}"
+        for name in ("demo", "bank_faq"):
+            ours, raw, theirs = (replies[name][key] for key in ("model", "model_raw", "extractive"))
+            rows.append(
+                [
+                    f"drafts cite shown / answer ({name})",
+                    f"{ours['cites_shown']:.3f} / {ours['cites_answer']:.3f}",
+                    f"extractive {theirs['cites_shown']:.3f} / {theirs['cites_answer']:.3f}; "
+                    f"unsnapped {raw['cites_shown']:.3f} / {raw['cites_answer']:.3f}",
+                    "",
+                ]
+            )
+            rows.append(
+                [
+                    f"  words from passages / numbers right ({name})",
+                    f"{ours['supported']:.3f} / {number(ours['numbers_right'])}",
+                    f"unsnapped {raw['supported']:.3f} / {number(raw['numbers_right'])}",
+                    "",
+                ]
+            )
     if latency := report.get("latency"):
         for key, value in latency.items():
             if key.startswith("messages_c"):
@@ -347,14 +407,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sgd-threshold", type=float, default=0.5)
     parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 8])
     parser.add_argument("--requests", type=int, default=40, help="messages per client")
-    parser.add_argument("--drafts", type=int, default=20)
+    parser.add_argument("--drafts", type=int, default=20, help="drafts timed in the latency section")
+    parser.add_argument("--reply-adapter", default=str(ASSETS / "replies"))
+    parser.add_argument(
+        "--reply-cases", type=int, default=200, help="drafts scored per set in the replies section"
+    )
     parser.add_argument("--limit", type=int, help="examples per section (quick runs)")
     args = parse_sections(parser, argv)
     if args.quick:
         args.limit, args.slot_splits, args.slot_epochs, args.sgd_epochs = 200, 1, 1, 1
-        args.requests, args.drafts = 5, 2
+        args.requests, args.drafts, args.reply_cases = 5, 2, 10
     benches = {"intents": bench_intents, "slots": bench_slots, "retrieval": bench_retrieval}
-    benches |= {"multiturn": bench_multiturn, "latency": bench_latency}
+    benches |= {"multiturn": bench_multiturn, "replies": bench_replies, "latency": bench_latency}
     report: dict = {"environment": environment(["cpu"]), "quick": args.quick}
     run_sections(report, sections=SECTIONS, chosen=args.sections, benches=benches, args=args)
     print("\n".join(table(report)))

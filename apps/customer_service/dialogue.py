@@ -79,7 +79,9 @@ def draft_messages(
         "two short sentences. Use only the facts in the passages below and cite the passage you use "
         "by its id in square brackets. If no passage answers, say a colleague will follow up."
     ]
-    lines += [f"[{p.source_id}] {p.title}: {p.text}" for p in passages]
+    lines += [
+        f"[{p.source_id}] {p.title}: {p.text}" if p.title else f"[{p.source_id}] {p.text}" for p in passages
+    ]
     if state.active_intent:
         lines.append(f"Customer intent: {state.active_intent}.")
     if state.slots:

@@ -50,7 +50,7 @@ def faq_pairs(path: str | Path) -> list[tuple[str, str]]:
         return list(dict.fromkeys((q, a) for q, a in pairs if q and a))
 
 
-def _faq_index(pairs: Sequence[tuple[str, str]]) -> tuple[list[Passage], dict[str, set[str]]]:
+def faq_index(pairs: Sequence[tuple[str, str]]) -> tuple[list[Passage], dict[str, set[str]]]:
     """One passage per distinct answer (source id = its position) and, per distinct question, the
     ids of all its answers."""
     answers = list(dict.fromkeys(answer for _, answer in pairs))
@@ -92,7 +92,7 @@ def evaluate_faq_retrieval(
         raise ValueError("no (question, answer) pairs to evaluate")
     if unknown := [mode for mode in modes if mode not in MODES]:
         raise ValueError(f"unknown search modes {unknown}; use {', '.join(MODES)}")
-    passages, targets = _faq_index(pairs)
+    passages, targets = faq_index(pairs)
     started = time.perf_counter()
     knowledge_base = KnowledgeBase.build(passages, embeddings)
     report: dict[str, Any] = {

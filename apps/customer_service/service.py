@@ -25,11 +25,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core_model.engine import Engine, SamplingParams
 from core_model.serve.adapters import register_adapter
+from core_model.tokenizer import Tokenizer
 from core_model.train.adapters import adapter_base
 
 from . import store
 from .database import make_engine, session_factory, upgrade
 from .dialogue import DialogueState, draft_messages, handoff_summary, readable, replay
+from .grounded_replies import snapped_to_passages
 from .retrieval import KnowledgeBase, ScoredPassage, load_or_build
 from .schemas import (
     AnalyticsOut,
@@ -348,22 +350,17 @@ class CustomerService:
         assert self.engine is not None
         yield "start", {"suggestion_id": suggestion_id, "sources": sources}
         prompt = self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        params = SamplingParams(
-            max_tokens=self.settings.draft_max_tokens,
-            temperature=self.settings.draft_temperature,
-            top_p=0.9,
-            repetition_penalty=1.1,
-        )
         started, first_token_ms, text = time.perf_counter(), None, ""
+        params = draft_sampling(self.settings, self.engine.tokenizer)
         async for output in self.engine.stream(prompt, params, adapter=self.reply_adapter):
             if piece := readable(output.delta_text):
                 first_token_ms = first_token_ms or _ms(started)
                 text += piece
                 yield "delta", {"text": piece}
         total_ms = _ms(started)
-        done = await asyncio.to_thread(
-            self._finish_draft, suggestion_id, text.strip(), first_token_ms, total_ms
-        )
+        passages = [p for p in map(self.knowledge_base.get, sources) if p is not None]
+        final = snapped_to_passages(text.strip(), passages, self.knowledge_base.passages)
+        done = await asyncio.to_thread(self._finish_draft, suggestion_id, final, first_token_ms, total_ms)
         yield "done", done.model_dump(mode="json")
 
     def _finish_draft(
@@ -386,6 +383,18 @@ class CustomerService:
         if conversation is None:
             raise NotFound(f"conversation {conversation_id} does not exist")
         return conversation
+
+
+def draft_sampling(settings: CustomerServiceSettings, tokenizer: Tokenizer) -> SamplingParams:
+    """How a draft is generated: greedy by default (the reply model copies from its passages, and
+    sampling or a repetition penalty on the prompt's tokens works against copying), until the
+    model ends its turn."""
+    return SamplingParams(
+        max_tokens=settings.draft_max_tokens,
+        temperature=settings.draft_temperature,
+        top_p=0.9,
+        stop_token_ids=tokenizer.chat_stop_ids,
+    )
 
 
 def _query(history, text: str, state: DialogueState) -> str:

@@ -28,7 +28,7 @@ class CustomerServiceSettings:
     passage_suggestions: int = 2  # of them, offered as ready replies
     context_turns: int = 6  # last turns in the draft prompt
     draft_max_tokens: int = 80
-    draft_temperature: float = 0.7
+    draft_temperature: float = 0.0  # 0: greedy
     bank_name: str = "Harbour & Pine Bank"
 
     def __post_init__(self) -> None:

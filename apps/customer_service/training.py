@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,16 @@ from core_model.datasets import dataset_dir
 from core_model.train.adapters import AdapterResult, AdapterTrainingConfig, train_adapter
 
 from .dialogue import DEFAULT_CONTEXT_TURNS, DialogueState, draft_messages
+from .grounded_replies import grounded_examples
 from .intents import DEFAULT_TARGET_PRECISION, calibrate_threshold, write_calibration
+from .knowledge_base import DEMO_KB, read_passages
 from .slots import nlupp_examples
 
 KEPT_ASIDE_PERCENT = 10
 SGD_NONE = "NONE"  # SGD's active intent before the customer names one
 REPLY_BANK = "the bank"  # the SGD dialogues name no bank
+SGD_REPLY_EXAMPLES = 1500  # SGD agent turns among the reply adapter's grounded examples
+REPLY_DEV_GROUNDED, REPLY_DEV_DIALOGUE = 200, 100
 
 
 @dataclass(frozen=True)
@@ -197,12 +202,22 @@ def train_slots(run: Run, *, train_folds: list[int] | None = None, dev_folds: li
 
 
 def train_replies(run: Run) -> AdapterResult:
-    """The reply adapter: agent turns of SGD Banks_1 dialogues (train), Banks_2 (dev) for the epoch."""
-    train = reply_examples(sgd_dialogues("train"))
-    dev = reply_examples(sgd_dialogues("dev"))[:300]
+    """The reply adapter: replies grounded in the passages of the prompt, for BANKING77 messages
+    over the demo knowledge base (`grounded_replies.py`), mixed with agent turns of SGD Banks_1
+    dialogues (asking for the details of a transfer, confirming it). The kept-aside BANKING77
+    messages and Banks_2 turns are the dev set."""
+    rows, passages = banking77("train"), read_passages(DEMO_KB)
+    train = grounded_examples([r for r in rows if not kept_aside(r["text"])], passages, seed=0)
+    dev = grounded_examples([r for r in rows if kept_aside(r["text"])], passages, seed=1)[:REPLY_DEV_GROUNDED]
+    rng = random.Random(0)
+    dialogue_turns = reply_examples(sgd_dialogues("train"))
+    train += rng.sample(dialogue_turns, min(SGD_REPLY_EXAMPLES, len(dialogue_turns)))
+    rng.shuffle(train)
+    dev += reply_examples(sgd_dialogues("dev"))[:REPLY_DEV_DIALOGUE]
     return _train(
-        run, task="lm", train=train, dev=dev, rank=16, alpha=32.0, batch_size=16, max_length=384, lr=1e-3
-    )
+        run, task="lm", train=train, dev=dev, rank=16, alpha=32.0, batch_size=16, max_length=768,
+        lr=1e-3, eval_every=100,
+    )  # fmt: skip
 
 
 def sgd_turn_examples(

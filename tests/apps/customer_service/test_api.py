@@ -12,8 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from apps.customer_service.grounded_replies import snapped_to_passages
+from apps.customer_service.knowledge_base import DEMO_KB, read_passages
 from apps.customer_service.schemas import AnalyticsOut, ConversationOut, ParseOut, PostedMessageOut
 
+DEMO_PASSAGES = {p.source_id: p for p in read_passages(DEMO_KB)}  # what the suite serves by default
 MESSAGE = "My card ending in 4321 has not arrived yet, I ordered it on 3 March 2024"
 
 
@@ -116,7 +119,9 @@ def test_the_draft_streams_and_is_stored_with_its_latency(http):
     assert kinds[0] == "start" and kinds[-1] == "done" and "delta" in kinds
     done = events[-1][1]
     assert done["id"] == events[0][1]["suggestion_id"] and done["kind"] == "draft"
-    assert done["text"] == "".join(d["text"] for k, d in events if k == "delta").strip()
+    streamed = "".join(d["text"] for k, d in events if k == "delta").strip()
+    shown = [DEMO_PASSAGES[source] for source in events[0][1]["sources"]]
+    assert done["text"] == snapped_to_passages(streamed, shown, list(DEMO_PASSAGES.values()))
     assert 0 < done["first_token_ms"] <= done["total_ms"]
     stored = http.get(f"/cs/conversations/{conversation}").json()["suggestions"]
     assert any(s["id"] == done["id"] and s["first_token_ms"] == done["first_token_ms"] for s in stored)
