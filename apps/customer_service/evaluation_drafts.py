@@ -47,15 +47,10 @@ from .knowledge_base import Passage
 from .retrieval import KnowledgeBase
 from .service import draft_sampling
 from .settings import CustomerServiceSettings
+from .store import Turn
 
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 UNCLEAN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")
-
-
-@dataclass(frozen=True)
-class Turn:
-    role: str
-    text: str
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ import difflib
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from .dialogue import DialogueState, draft_messages
 from .knowledge_base import Passage
 from .retrieval import tokenize
+from .store import Turn
 
 FOLLOW_UP = "Thank you for your message. A colleague will look into this and follow up with you shortly."
 PASSAGES_PER_PROMPT = 3
@@ -84,7 +85,6 @@ INTENT_PASSAGES = {
 
 SNAP_SIMILARITY = 0.7  # snapped_to_passages: the share of words a draft's sentence shares with a passage's
 CITATION = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9._-]*)\]")
-CITATION_TEXT = re.compile(r"\[[A-Za-z0-9][A-Za-z0-9._-]*\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 
 
@@ -124,12 +124,6 @@ def other_ids(count: int, rng: random.Random) -> list[str]:
     return [f"{prefix}{n}" for n in numbers]
 
 
-@dataclass(frozen=True)
-class _Turn:
-    role: str
-    text: str
-
-
 def grounded_examples(
     messages: Sequence[dict[str, str]],
     passages: Sequence[Passage],
@@ -157,7 +151,7 @@ def grounded_examples(
             shown[i] = changed(passage, rng, bank=bank, source_id=source_id, titled=titled)
             answer = shown[i] if passage is gold else answer
         prompt = draft_messages(
-            [_Turn("customer", message["text"])],
+            [Turn("customer", message["text"])],
             shown,
             DialogueState(active_intent=message["label"]),
             bank=f"{bank} Bank",
@@ -214,16 +208,26 @@ def snapped_to_passages(
             sentence, source_id = match
             cited.append(source_id)
         kept.append(sentence)
-    citations = [f"[{i}]" for i in dict.fromkeys(cited)] or CITATION_TEXT.findall(draft)
+    citations = [f"[{i}]" for i in dict.fromkeys(cited)] or [m.group(0) for m in CITATION.finditer(draft)]
     return " ".join([*kept, *citations])
 
 
 def _closest(sentence: str, sources: list[tuple[str, str]], min_similarity: float) -> tuple[str, str] | None:
-    scored = [(_similarity(sentence, source[0]), source) for source in sources]
-    best = max(scored, key=lambda pair: pair[0], default=None)
-    return best[1] if best is not None and best[0] >= min_similarity else None
+    """The (sentence, source id) of `sources` most like `sentence`, if at least `min_similarity`."""
+    best, best_score = None, 0.0
+    matcher = difflib.SequenceMatcher(None, autojunk=False)
+    matcher.set_seq2(_words(sentence))  # compared with each source in turn: its index is built once
+    for source in sources:
+        matcher.set_seq1(_words(source[0]))
+        floor = max(min_similarity, best_score)  # the cheap upper bounds first
+        if matcher.real_quick_ratio() < floor or matcher.quick_ratio() < floor:
+            continue
+        score = matcher.ratio()
+        if score >= min_similarity and (best is None or score > best_score):
+            best, best_score = source, score
+    return best
 
 
-def _similarity(a: str, b: str) -> float:
-    words = lambda text: re.sub(r"\d", "0", text.lower()).split()
-    return difflib.SequenceMatcher(None, words(a), words(b), autojunk=False).ratio()
+def _words(text: str) -> list[str]:
+    """Lowercased words with every digit as 0: a sentence with other digits is the same sentence."""
+    return re.sub(r"\d", "0", text.lower()).split()

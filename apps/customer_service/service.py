@@ -358,14 +358,18 @@ class CustomerService:
                 text += piece
                 yield "delta", {"text": piece}
         total_ms = _ms(started)
-        passages = [p for p in map(self.knowledge_base.get, sources) if p is not None]
-        final = snapped_to_passages(text.strip(), passages, self.knowledge_base.passages)
-        done = await asyncio.to_thread(self._finish_draft, suggestion_id, final, first_token_ms, total_ms)
+        done = await asyncio.to_thread(
+            self._finish_draft, suggestion_id, text.strip(), sources, first_token_ms, total_ms
+        )
         yield "done", done.model_dump(mode="json")
 
     def _finish_draft(
-        self, suggestion_id: int, text: str, first_token_ms: float | None, total_ms: float
+        self, suggestion_id: int, text: str, sources: list[str], first_token_ms: float | None, total_ms: float
     ) -> SuggestionOut:
+        """Stores the draft with each sentence it nearly copied set to the passage's own
+        (`grounded_replies.snapped_to_passages`), which is what the agent gets."""
+        passages = [p for p in map(self.knowledge_base.get, sources) if p is not None]
+        text = snapped_to_passages(text, passages, self.knowledge_base.passages)
         with self._session() as session:
             suggestion = store.update_suggestion(
                 session,
