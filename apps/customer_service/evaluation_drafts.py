@@ -39,7 +39,7 @@ from langchain_core.embeddings import Embeddings
 
 from core_model.engine import Engine
 
-from .dialogue import DialogueState, draft_messages
+from .dialogue import CONTROL_CHARACTERS, DialogueState, draft_messages
 from .evaluation_retrieval import faq_index
 from .grounded_replies import CITATION, INTENT_PASSAGES, content_words, grounded_reply, snapped_to_passages
 from .intents import IntentClassifier
@@ -50,7 +50,6 @@ from .settings import CustomerServiceSettings
 from .store import Turn
 
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-UNCLEAN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,7 @@ def draft_figures(cases: Sequence[DraftCase], drafts: Sequence[str]) -> dict[str
         words = content_words(CITATION.sub(" ", draft))
         known = set().union(*(content_words(f"{p.title} {p.text}") for p in sources))
         supported.append(len(words & known) / len(words) if words else 0.0)
-        clean.append(not UNCLEAN.search(draft))
+        clean.append(not CONTROL_CHARACTERS.search(draft) and "\ufffd" not in draft)
         if numbers := set(NUMBER.findall(CITATION.sub(" ", draft))):
             numbers_right.append(numbers <= set(NUMBER.findall(" ".join(p.text for p in sources))))
     mean = lambda values: round(statistics.fmean(values), 4)

@@ -31,6 +31,7 @@ from .grounded_replies import grounded_examples
 from .intents import DEFAULT_TARGET_PRECISION, calibrate_threshold, write_calibration
 from .knowledge_base import DEMO_KB, read_passages
 from .slots import nlupp_examples
+from .store import Turn
 
 KEPT_ASIDE_PERCENT = 10
 SGD_NONE = "NONE"  # SGD's active intent before the customer names one
@@ -48,12 +49,6 @@ class Run:
     epochs: int = 4
     limit: int | None = None  # first N examples of train and of dev only (quick checks)
     progress: bool = True
-
-
-@dataclass(frozen=True)
-class _Turn:
-    role: str
-    text: str
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -101,7 +96,7 @@ def reply_examples(dialogues: list[list[dict[str, Any]]]) -> list[dict[str, Any]
         for i, turn in enumerate(turns):
             if turn["role"] != "agent" or not turn["bank"] or i == 0:
                 continue
-            history = [_Turn(t["role"], t["text"]) for t in turns[:i]]
+            history = [Turn(t["role"], t["text"]) for t in turns[:i]]
             intent = next(
                 (t["intent"] for t in reversed(turns[:i]) if t["intent"] not in (None, SGD_NONE)), None
             )
