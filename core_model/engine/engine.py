@@ -34,6 +34,7 @@ from ..model import MoEForCausalLM
 from ..moe import use_bfloat16_experts
 from ..tokenizer import Tokenizer
 from .cache import BlockPool, LatentCache
+from .copying import CopyIndex
 from .detokenize import IncrementalDetokenizer, StopStrings
 from .lora import AdapterSet
 from .runner import ModelRunner, SequenceSlice
@@ -117,6 +118,7 @@ class _Request:
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     cached_prompt_tokens: int | None = None
+    copy_index: CopyIndex | None = None
 
 
 class Engine:
@@ -179,6 +181,7 @@ class Engine:
             generator=make_generator(params.seed, self.cache.latents_LPW.device),
             detokenizer=IncrementalDetokenizer(self.tokenizer) if self.tokenizer else None,
             stops=StopStrings(params.stop),
+            copy_index=CopyIndex(params.copy_from, params.copy_weights) if params.copy_bias else None,
         )
         self._pending_adds += 1
         self._inbox.put(("add", sequence))
@@ -233,6 +236,8 @@ class Engine:
             raise ValueError("stop strings need a tokenizer to decode the output")
         if max(params.first_token_ids, default=0) >= self.model.config.vocab_size:
             raise ValueError(f"first_token_ids must be in [0, {self.model.config.vocab_size})")
+        if max((max(s, default=0) for s in params.copy_from), default=0) >= self.model.config.vocab_size:
+            raise ValueError(f"copy_from token ids must be in [0, {self.model.config.vocab_size})")
         return prompt_ids
 
     def abort(self, request_id: str) -> None:
@@ -331,6 +336,10 @@ class Engine:
             seen_tokens=[s.token_ids for s in ready],
             allowed_token_ids=[
                 () if s.output_ids else r.params.first_token_ids for s, r in zip(ready, requests, strict=True)
+            ],
+            copy_token_ids=[
+                r.copy_index.next_tokens(s.output_ids) if r.copy_index else {}
+                for s, r in zip(ready, requests, strict=True)
             ],
         )
         outputs = []

@@ -8,11 +8,11 @@ under the model's raw distribution. It is not a detokenizer and knows nothing ab
 (`detokenize.StopStrings` matches stop strings); nor does it keep per-request state: the caller owns
 each request's generator (`make_generator`) and its seen tokens.
 
-Per row, in the order of transformers' and vLLM's samplers: the allowed tokens (a row given none
-allows all), repetition penalty, then greedy if temperature == 0, else temperature, top-k, top-p
-(the nucleus, https://arxiv.org/abs/1904.09751) and a draw with the row's own generator, so a
-seeded request gets the same tokens whatever else shares its batch. A batch that is all greedy
-costs one argmax.
+Per row, in the order of transformers' and vLLM's samplers: the copy bias (`copying`), the allowed
+tokens (a row given none allows all), repetition penalty, then greedy if temperature == 0, else
+temperature, top-k, top-p (the nucleus, https://arxiv.org/abs/1904.09751) and a draw with the
+row's own generator, so a seeded request gets the same tokens whatever else shares its batch. A
+batch that is all greedy costs one argmax.
 
 Legend: B batch (one row per request), V vocabulary, S rows that sample (temperature > 0),
 R rows with top-k or top-p, N rows asking for logprobs, K top alternatives.
@@ -21,7 +21,7 @@ R rows with top-k or top-p, N rows asking for logprobs, K top alternatives.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +45,11 @@ class SamplingParams:
     logprobs: int | None = None  # top alternatives per token; None: no logprobs; 0: the chosen token's
     # When set, the first generated token is one of these (token healing: `core_model.healing`).
     first_token_ids: tuple[int, ...] = ()
+    # Token sequences the output copies from (`copying`): the tokens that continue a copy get
+    # `copy_bias` added to their logits (0 turns it off; inf allows only them).
+    copy_from: tuple[tuple[int, ...], ...] = ()
+    copy_bias: float = 0.0
+    copy_weights: tuple[float, ...] = ()  # one per source, added to its tokens' bias; () for none
 
     def __post_init__(self) -> None:
         # Lists (from JSON) and a single stop string are accepted; the stored form is always a tuple.
@@ -52,6 +57,8 @@ class SamplingParams:
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         object.__setattr__(self, "first_token_ids", tuple(self.first_token_ids))
+        object.__setattr__(self, "copy_from", tuple(tuple(source) for source in self.copy_from))
+        object.__setattr__(self, "copy_weights", tuple(self.copy_weights))
         _require(self.max_tokens >= 1, "max_tokens must be >= 1", self.max_tokens)
         _require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)", self.temperature)
         _require(self.top_k >= 0, "top_k must be >= 0 (0 turns it off)", self.top_k)
@@ -61,6 +68,18 @@ class SamplingParams:
         _require(
             min(self.first_token_ids, default=0) >= 0, "first_token_ids must be >= 0", self.first_token_ids
         )
+        _require(self.copy_bias >= 0, "copy_bias must be >= 0 (0 turns it off)", self.copy_bias)
+        _require(
+            min((min(s, default=0) for s in self.copy_from), default=0) >= 0,
+            "copy_from token ids must be >= 0",
+            self.copy_from,
+        )
+        _require(
+            not self.copy_weights or len(self.copy_weights) == len(self.copy_from),
+            "copy_weights must give one weight per copy_from source",
+            self.copy_weights,
+        )
+        _require(all(map(math.isfinite, self.copy_weights)), "copy_weights must be finite", self.copy_weights)
         logprobs_ok = self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS
         _require(logprobs_ok, f"logprobs must be None or in [0, {MAX_LOGPROBS}]", self.logprobs)
 
@@ -97,16 +116,22 @@ class Sampler:
         generators: Sequence[torch.Generator | None],
         seen_tokens: Sequence[Sequence[int]],
         allowed_token_ids: Sequence[Sequence[int]] | None = None,
+        copy_token_ids: Sequence[Mapping[int, float]] | None = None,
     ) -> SampleOutput:
-        """One token per row; `allowed_token_ids` (per row, empty for any) restricts the choice."""
+        """One token per row; `allowed_token_ids` (per row, empty for any) restricts the choice;
+        `copy_token_ids` (per row) are the tokens that continue a copy, raised by the row's `copy_bias`."""
         if not len(logits_BV) == len(params) == len(generators) == len(seen_tokens):
             raise ValueError(
                 f"one row each: {len(logits_BV)} logits rows, {len(params)} params, "
                 f"{len(generators)} generators, {len(seen_tokens)} seen_tokens lists"
             )
         raw_BV = logits_BV.float()
+        biased_BV = raw_BV
+        if copy_token_ids is not None:
+            biases = [p.copy_bias for p in params]
+            biased_BV = apply_copy_bias(raw_BV, biases=biases, token_ids=copy_token_ids)
         logits_BV = apply_repetition_penalty(
-            restrict_to(raw_BV, allowed_token_ids or [()] * len(params)),
+            restrict_to(biased_BV, allowed_token_ids or [()] * len(params)),
             penalties=[p.repetition_penalty for p in params],
             seen_tokens=seen_tokens,
         )
@@ -133,6 +158,31 @@ def restrict_to(logits_BV: torch.Tensor, allowed_token_ids: Sequence[Sequence[in
         keep_BV[row] = False
         keep_BV[row, torch.tensor(allowed_token_ids[row], device=logits_BV.device)] = True
     return logits_BV.masked_fill(~keep_BV, -math.inf)
+
+
+def apply_copy_bias(
+    logits_BV: torch.Tensor, *, biases: Sequence[float], token_ids: Sequence[Mapping[int, float]]
+) -> torch.Tensor:
+    """Each row's copy tokens ({token: its source's weight}) raised by the row's bias plus their
+    weight: a bias of 0 leaves the row as it is; inf allows only them, raised by their weight."""
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[float] = []
+    for row, (bias, tokens) in enumerate(zip(biases, token_ids, strict=True)):
+        if bias:
+            step = 0.0 if math.isinf(bias) else bias
+            rows += [row] * len(tokens)
+            cols += tokens
+            values += [step + weight for weight in tokens.values()]
+    if rows:
+        device = logits_BV.device
+        bias_BV = torch.zeros_like(logits_BV)
+        bias_BV[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = torch.tensor(
+            values, dtype=logits_BV.dtype, device=device
+        )
+        logits_BV = logits_BV + bias_BV
+    only = [list(tokens) if math.isinf(bias) else () for bias, tokens in zip(biases, token_ids, strict=True)]
+    return restrict_to(logits_BV, only)
 
 
 def apply_repetition_penalty(

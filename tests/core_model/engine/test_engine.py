@@ -4,6 +4,8 @@
 """
 
 import asyncio
+import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -127,6 +129,31 @@ def test_first_token_ids_constrain_only_the_first_token(model):
     assert output.token_ids[1:] == rest  # free after the first
     with pytest.raises(ValueError, match="first_token_ids must be in"):
         Engine(model).add_request(prompt, SamplingParams(first_token_ids=[model.config.vocab_size]))
+
+
+def test_copy_only_outputs_one_of_its_sources(model):
+    [prompt] = _prompts([6], seed=7)
+    eos = model.config.eos_token_id
+    sources = ((10, 11, 12, 13, eos), (10, 11, 20, 21, 22, eos), (30, 31, eos))
+    params = SamplingParams(max_tokens=10, temperature=0, copy_from=sources, copy_bias=math.inf)
+    outputs = Engine(model).generate([prompt] * 2, [params, replace(params, copy_from=sources[2:])])
+    assert tuple(outputs[0].token_ids) in sources and outputs[0].finish_reason == "stop"
+    assert outputs[1].token_ids == [30, 31, eos]
+    free = naive_generate(model, prompt, max_new_tokens=10)
+    assert free[:3] != [30, 31, eos]  # the model alone would not have written it
+    with pytest.raises(ValueError, match="copy_from token ids must be in"):
+        Engine(model).add_request(prompt, replace(params, copy_from=((model.config.vocab_size,),)))
+
+
+def test_a_finite_copy_bias_keeps_the_model_choosing(model):
+    [prompt] = _prompts([6], seed=8)
+    free = naive_generate(model, prompt, max_new_tokens=6)
+    source = tuple(t + 1 for t in free)  # never what the model writes
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, copy_from=(source,))
+    weak, strong = Engine(model).generate(
+        [prompt] * 2, [replace(params, copy_bias=1e-3), replace(params, copy_bias=1e3)]
+    )
+    assert weak.token_ids == free and strong.token_ids == list(source)
 
 
 def test_stream_yields_each_token_then_finishes(model):

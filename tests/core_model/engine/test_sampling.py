@@ -1,5 +1,8 @@
 # .venv/bin/python -m pytest tests/core_model/engine/test_sampling.py -q
-"""Sampler: greedy, seeded draws independent of the batch, top-k/top-p, repetition penalty, logprobs."""
+"""Sampler: greedy, seeded draws independent of the batch, top-k/top-p, repetition penalty, copy
+bias, logprobs."""
+
+import math
 
 import pytest
 import torch
@@ -20,7 +23,9 @@ def random_logits(B: int, *, seed: int = 0) -> torch.Tensor:
     return torch.randn(B, V, generator=torch.Generator().manual_seed(seed)) * 3
 
 
-def sample(logits_BV, params, *, generators=None, seen_tokens=None, allowed_token_ids=None):
+def sample(
+    logits_BV, params, *, generators=None, seen_tokens=None, allowed_token_ids=None, copy_token_ids=None
+):
     B = len(params)
     return Sampler().sample(
         logits_BV,
@@ -28,6 +33,7 @@ def sample(logits_BV, params, *, generators=None, seen_tokens=None, allowed_toke
         generators=generators or [make_generator(p.seed, "cpu") for p in params],
         seen_tokens=seen_tokens or [[] for _ in range(B)],
         allowed_token_ids=allowed_token_ids,
+        copy_token_ids=copy_token_ids,
     )
 
 
@@ -102,6 +108,28 @@ def test_allowed_tokens_restrict_their_row_only():
     assert sample(logits_BV[:1], [GREEDY], allowed_token_ids=[(9, 7)]).token_ids == [7]
 
 
+def test_copy_bias_raises_the_copy_tokens_of_its_rows_only():
+    logits_BV = torch.tensor([[5.0, 3.0, 0.0, 1.0]]).expand(4, 4)
+    params = [
+        SamplingParams(temperature=0, copy_bias=1.5),  # 3 + 1.5 < 5: the model's best stays
+        SamplingParams(temperature=0, copy_bias=2.5),  # 3 + 2.5 > 5: the copy wins
+        SamplingParams(temperature=0, copy_bias=math.inf),  # only the copy's tokens
+        SamplingParams(temperature=0),  # no bias: its copy tokens are ignored
+    ]
+    out = sample(logits_BV, params, copy_token_ids=[{1: 0.0}, {1: 0.0}, {2: 0.0, 3: 0.0}, {1: 0.0}])
+    assert out.token_ids == [0, 1, 3, 0]
+    weighted = sample(logits_BV[:2], params[1:3], copy_token_ids=[{1: -1.0}, {2: 0.0, 3: -1.5}])
+    assert weighted.token_ids == [0, 2]  # 3 + 2.5 - 1 < 5; 0 + 0 > 1 - 1.5
+
+
+def test_copy_bias_leaves_logprobs_raw():
+    logits_BV = torch.tensor([[5.0, 3.0, 0.0, 1.0]])
+    params = [SamplingParams(temperature=0, copy_bias=math.inf, logprobs=0)]
+    out = sample(logits_BV, params, copy_token_ids=[{2: 0.0}])
+    assert out.token_ids == [2]
+    assert out.logprobs[0] == pytest.approx(torch.log_softmax(logits_BV[0], dim=-1)[2].item())
+
+
 def test_repetition_penalty_demotes_a_seen_best_token():
     logits_BV = torch.tensor([[0.0, 4.0, 0.0, 5.0]])
     params = [SamplingParams(temperature=0, repetition_penalty=2.0)]
@@ -159,6 +187,10 @@ def test_make_generator_without_seed_is_none():
         ("logprobs", -1),
         ("stop", ("",)),
         ("first_token_ids", (-1,)),
+        ("copy_bias", -1.0),
+        ("copy_bias", math.nan),
+        ("copy_from", ((1, -2),)),
+        ("copy_weights", (1.0, 2.0)),  # two weights, no source
     ],
 )
 def test_invalid_params_name_the_field(field, value):

@@ -1,0 +1,44 @@
+# .venv/bin/python -m pytest tests/core_model/engine/test_copying.py -q
+"""Copy decoding's lookup: the tokens that continue the output's longest tail found in a source."""
+
+import pytest
+
+from core_model.engine.copying import MAX_MATCH, CopyIndex
+
+SOURCES = ((1, 2, 3, 4), (5, 2, 3, 6), (7, 8))
+
+
+def test_nothing_written_yet_gives_the_sources_starts():
+    assert CopyIndex(SOURCES).next_tokens([]).keys() == {1, 5, 7}
+
+
+def test_the_longest_tail_found_decides():
+    index = CopyIndex(SOURCES)
+    assert index.next_tokens([9, 2, 3]).keys() == {4, 6}  # "2 3" is in both
+    assert index.next_tokens([1, 2, 3]).keys() == {4}  # "1 2 3" only in the first
+    assert index.next_tokens([5, 2, 3]).keys() == {6}
+
+
+def test_a_tail_found_nowhere_or_at_an_end_starts_again():
+    index = CopyIndex(SOURCES)
+    assert index.next_tokens([42]).keys() == {1, 5, 7}
+    assert index.next_tokens([7, 8]).keys() == {1, 5, 7}  # the end of a source: nothing follows it
+
+
+def test_only_the_last_max_match_tokens_are_looked_up():
+    long = tuple(range(100, 100 + MAX_MATCH + 3))
+    index = CopyIndex([long])
+    assert index.next_tokens([0, *long[:-1]]).keys() == {long[-1]}
+    # Two sources alike in their last MAX_MATCH tokens before a fork: both continue.
+    fork = CopyIndex([(1, *long, 5), (2, *long, 6)])
+    assert fork.next_tokens([1, *long]).keys() == {5, 6}
+
+
+def test_a_token_carries_the_largest_weight_of_the_sources_it_continues():
+    index = CopyIndex(SOURCES, weights=(0.0, -2.0, -5.0))
+    assert index.next_tokens([]) == {1: 0.0, 5: -2.0, 7: -5.0}
+    assert index.next_tokens([9, 2, 3]) == {4: 0.0, 6: -2.0}
+    assert CopyIndex([(1, 2), (1, 2)], weights=(-3.0, -1.0)).next_tokens([1]) == {2: -1.0}
+    assert CopyIndex(SOURCES).next_tokens([2]) == {3: 0.0}  # no weights: all 0
+    with pytest.raises(ValueError, match="3 copy sources but 2 weights"):
+        CopyIndex(SOURCES, weights=(0.0, 1.0))
