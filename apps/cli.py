@@ -27,6 +27,7 @@ the work happens in `core_model` and the apps.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -105,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             default=getattr(CustomerServiceSettings, f"{kind}_adapter"),
             help=f"customer service: the {kind} adapter directory (default: the shipped one)",
         )
+    serve.add_argument(
+        "--cs-draft-copy-bias", type=_copy_bias, metavar="BIAS",
+        default=CustomerServiceSettings.draft_copy_bias,
+        help="customer service: how strongly drafts copy their passages: inf (default) writes their "
+        "sentences alone, 0 lets the model write freely, a number between pulls it towards them",
+    )  # fmt: skip
     serve.add_argument("--no-customer-service", action="store_true", help="leave the /cs router out")
     serve.add_argument(
         "--code-database",
@@ -254,6 +261,7 @@ def run_server(args: argparse.Namespace) -> None:
             intent_adapter=args.cs_intent_adapter,
             slot_adapter=args.cs_slot_adapter,
             reply_adapter=args.cs_reply_adapter,
+            draft_copy_bias=args.cs_draft_copy_bias,
         )
     code_assist = None
     if not args.no_code_assist:
@@ -490,6 +498,16 @@ def _adapter(value: str) -> tuple[str, str]:
     if not (name and equals and path):
         raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {value!r}")
     return name, path
+
+
+def _copy_bias(value: str) -> float:
+    try:
+        bias = float(value)
+    except ValueError:
+        bias = math.nan
+    if not bias >= 0:
+        raise argparse.ArgumentTypeError(f"expected 'inf' or a number >= 0, got {value!r}")
+    return bias
 
 
 def _replica_count(value: str) -> int | str:

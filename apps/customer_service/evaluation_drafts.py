@@ -6,9 +6,11 @@
 
 A case is what the console drafts from: a customer message, the passages retrieval shows for it
 (the app's hybrid search, `settings.passages` of them), the state with the intent the app's
-classifier gives it, and the ids of the passages that answer it. Each draft is generated greedily,
-as the console does, snapped to the passages as the console stores it
-(`grounded_replies.snapped_to_passages`; `model_raw`: before that), and scored:
+classifier gives it, and the ids of the passages that answer it. Each draft is generated as the
+console does (greedy, copying the passages' sentences as the settings say: `service.draft_sampling`;
+the hand-over offered when the classifier finds the message out of scope), snapped to the passages
+and cited as the console stores it (`grounded_replies.snapped_to_passages`; `model_raw`: before
+that), and scored:
 
 - `cites_shown`: it cites (`[id]`) a passage it was shown, and nothing else;
 - `cites_answer`: it cites a passage that answers the message;
@@ -17,7 +19,8 @@ as the console does, snapped to the passages as the console stores it
 - `clean`: it has no control or replacement characters (a byte-level model can write broken
   UTF-8);
 - `numbers_right`: of the drafts that write numbers, the share whose numbers all appear in the
-  passages shown or cited (a fee or a time limit the model made up is the worst thing a draft can say).
+  passages shown or cited (a fee or a time limit the model made up is the worst thing a draft can say);
+- `hands_over`: it is the hand-over to a colleague (`grounded_replies.FOLLOW_UP`).
 
 Beside them, the same figures for the extractive reply (`grounded_replies.grounded_reply` over the
 first passage shown: no model), whose `cites_answer` is retrieval's recall@1: a model that reads
@@ -41,7 +44,14 @@ from core_model.engine import Engine
 
 from .dialogue import CONTROL_CHARACTERS, DialogueState, draft_messages
 from .evaluation_retrieval import faq_index
-from .grounded_replies import CITATION, INTENT_PASSAGES, content_words, grounded_reply, snapped_to_passages
+from .grounded_replies import (
+    CITATION,
+    FOLLOW_UP,
+    INTENT_PASSAGES,
+    content_words,
+    grounded_reply,
+    snapped_to_passages,
+)
 from .intents import IntentClassifier
 from .knowledge_base import Passage
 from .retrieval import KnowledgeBase
@@ -149,7 +159,11 @@ def evaluate_drafts(
         )
         for case in cases
     ]
-    outputs = engine.generate(prompts, draft_sampling(settings, engine.tokenizer), adapter=adapter)
+    params = [
+        draft_sampling(settings, engine.tokenizer, case.passages, hand_over=case.intent is None)
+        for case in cases
+    ]
+    outputs = engine.generate(prompts, params, adapter=adapter)
     raw = [output.text.strip() for output in outputs]
     drafts = [
         snapped_to_passages(text, case.passages, case.knowledge_base)
@@ -170,6 +184,7 @@ def evaluate_drafts(
 
 def draft_figures(cases: Sequence[DraftCase], drafts: Sequence[str]) -> dict[str, float | None]:
     cites_shown, cites_answer, supported, clean, numbers_right = [], [], [], [], []
+    hands_over = [draft == FOLLOW_UP for draft in drafts]
     for case, draft in zip(cases, drafts, strict=True):
         cited = set(CITATION.findall(draft))
         shown = {p.source_id for p in case.passages}
@@ -189,4 +204,5 @@ def draft_figures(cases: Sequence[DraftCase], drafts: Sequence[str]) -> dict[str
         "supported": mean(supported),
         "clean": mean(clean),
         "numbers_right": mean(numbers_right) if numbers_right else None,
+        "hands_over": mean(hands_over),
     }

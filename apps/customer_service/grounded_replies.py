@@ -1,7 +1,10 @@
-"""Examples that teach the reply adapter to answer from the passages in its prompt and cite them.
+"""Replies grounded in the knowledge base: the examples that teach the reply adapter to answer from
+the passages in its prompt, what its drafts may copy, and the citations of what they copied.
 
     examples = grounded_examples(banking77("train"), read_passages(DEMO_KB), seed=0)
     reply = grounded_reply("I lost my card", passage)   # "If you have lost your card ... [card-lost-stolen]"
+    sources, weights = copy_sources(passages, tokenizer, hand_over=False)   # SamplingParams.copy_from
+    draft = snapped_to_passages(text, passages, knowledge_base)            # "... [card-lost-stolen]"
 
 Each example is a BANKING77 customer message (CC BY 4.0) under the prompt the console sends
 (`dialogue.draft_messages`): three knowledge-base passages, one of which answers the message when
@@ -14,6 +17,11 @@ A small model would learn the demo knowledge base by heart rather than read its 
 prompt's passages are changed: another bank's name, other digits in every number, and in some
 prompts other ids ("faq-12", "7") or no titles, as other knowledge bases have. The reply follows
 the changed text, so the only way to write it is to copy it from the prompt.
+
+It learnt to copy the demo knowledge base, not to read one it never saw: left to write freely over
+bank_faq's answers it cites none and makes up its own facts ("You have $1,300.10 in your checking
+account"). So the console's drafts copy (`core_model.engine.copying`): the model chooses which of
+the shown passages' sentences to write, and when to stop, but writes nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
+
+from core_model.tokenizer import Tokenizer
 
 from .dialogue import DialogueState, draft_messages
 from .knowledge_base import Passage
@@ -83,6 +93,10 @@ INTENT_PASSAGES = {
     "passcode_forgotten": "app-login",
 }
 
+# copy_sources: how much less a passage's sentences weigh per place lower in retrieval's ranking.
+# Drafts over 200 messages cited the answering passage (demo knowledge base / bank_faq) 0.395 /
+# 0.170 of the time at 0, 0.505 / 0.205 at 1, 0.540 / 0.255 at 3, 0.540 / 0.295 at 6.
+RANK_PENALTY = 6.0
 SNAP_SIMILARITY = 0.7  # snapped_to_passages: the share of words a draft's sentence shares with a passage's
 CITATION = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9._-]*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
@@ -210,6 +224,26 @@ def snapped_to_passages(
         kept.append(sentence)
     citations = [f"[{i}]" for i in dict.fromkeys(cited)] or [m.group(0) for m in CITATION.finditer(draft)]
     return " ".join([*kept, *citations])
+
+
+def copy_sources(
+    passages: Sequence[Passage], tokenizer: Tokenizer, *, hand_over: bool
+) -> tuple[tuple[tuple[int, ...], ...], tuple[float, ...]]:
+    """What a draft may copy (`core_model.engine.copying`) and the weights of each: each
+    passage's sentences, alone or with the next one, and the hand-over when `hand_over`, each
+    followed by the end of the turn; so a draft copied through is one or two sentences of a
+    passage, or the hand-over. A passage ranked lower by retrieval weighs `RANK_PENALTY` less
+    per place.
+
+    The hand-over is offered only when the caller says so: offered always, the reply adapter
+    chose it for a third of the messages that a shown passage answers."""
+    end = tokenizer.chat_stop_ids[:1]
+    weighted: dict[str, float] = {FOLLOW_UP: 0.0} if hand_over else {}
+    for rank, passage in enumerate(passages):
+        parts = sentences(passage.text)
+        for text in [*parts, *(f"{first} {second}" for first, second in zip(parts, parts[1:], strict=False))]:
+            weighted.setdefault(text, -RANK_PENALTY * rank)
+    return tuple((*tokenizer.encode(text), *end) for text in weighted), tuple(weighted.values())
 
 
 def _closest(sentence: str, sources: list[tuple[str, str]], min_similarity: float) -> tuple[str, str] | None:

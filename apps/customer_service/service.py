@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +31,8 @@ from core_model.train.adapters import adapter_base
 from . import store
 from .database import make_engine, session_factory, upgrade
 from .dialogue import DialogueState, draft_messages, handoff_summary, readable, replay
-from .grounded_replies import snapped_to_passages
+from .grounded_replies import copy_sources, snapped_to_passages
+from .knowledge_base import Passage
 from .retrieval import KnowledgeBase, ScoredPassage, load_or_build
 from .schemas import (
     AnalyticsOut,
@@ -311,10 +312,9 @@ class CustomerService:
 
     # ------------------------------------------------------------------------- drafts
 
-    def prepare_draft(self, conversation_id: int) -> tuple[int, list[dict[str, str]], list[str]]:
-        """Stores an empty draft suggestion for the last customer message and returns its id,
-        the chat messages to generate from and the source ids they cite. NotFound / Invalid
-        before anything streams."""
+    def prepare_draft(self, conversation_id: int) -> PreparedDraft:
+        """Stores an empty draft suggestion for the last customer message and returns what to
+        generate it from. NotFound / Invalid before anything streams."""
         if self.engine is None:
             raise Invalid("drafts are off: this server runs without a generation engine")
         with self._session() as session:
@@ -327,10 +327,11 @@ class CustomerService:
             source_ids = [s["source_id"] for s in (prediction.passages if prediction else [])]
             passages = [p for p in (self.knowledge_base.get(s) for s in source_ids) if p is not None]
             turns = [m for m, _ in history][-self.settings.context_turns :]
+            state = _replay(history)
             messages = draft_messages(
                 turns,
                 passages,
-                _replay(history),
+                state,
                 bank=self.settings.bank_name,
                 context_turns=self.settings.context_turns,
             )
@@ -342,33 +343,46 @@ class CustomerService:
                 text="",
                 sources=source_ids,
             )
-            return suggestion.id, messages, source_ids
+            return PreparedDraft(
+                suggestion.id,
+                self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True),
+                source_ids,
+                passages,
+                draft_sampling(self.settings, self.engine.tokenizer, passages, hand_over=state.needs_human),
+            )
 
     async def draft(self, conversation_id: int) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """("start", {suggestion_id, sources}), ("delta", {text}) per piece, ("done", SuggestionOut)."""
-        suggestion_id, messages, sources = await asyncio.to_thread(self.prepare_draft, conversation_id)
+        prepared = await asyncio.to_thread(self.prepare_draft, conversation_id)
         assert self.engine is not None
-        yield "start", {"suggestion_id": suggestion_id, "sources": sources}
-        prompt = self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        yield "start", {"suggestion_id": prepared.suggestion_id, "sources": prepared.source_ids}
         started, first_token_ms, text = time.perf_counter(), None, ""
-        params = draft_sampling(self.settings, self.engine.tokenizer)
-        async for output in self.engine.stream(prompt, params, adapter=self.reply_adapter):
+        async for output in self.engine.stream(prepared.prompt, prepared.params, adapter=self.reply_adapter):
             if piece := readable(output.delta_text):
                 first_token_ms = first_token_ms or _ms(started)
                 text += piece
                 yield "delta", {"text": piece}
         total_ms = _ms(started)
         done = await asyncio.to_thread(
-            self._finish_draft, suggestion_id, text.strip(), sources, first_token_ms, total_ms
+            self._finish_draft,
+            prepared.suggestion_id,
+            text.strip(),
+            prepared.passages,
+            first_token_ms,
+            total_ms,
         )
         yield "done", done.model_dump(mode="json")
 
     def _finish_draft(
-        self, suggestion_id: int, text: str, sources: list[str], first_token_ms: float | None, total_ms: float
+        self,
+        suggestion_id: int,
+        text: str,
+        passages: list[Passage],
+        first_token_ms: float | None,
+        total_ms: float,
     ) -> SuggestionOut:
-        """Stores the draft with each sentence it nearly copied set to the passage's own
-        (`grounded_replies.snapped_to_passages`), which is what the agent gets."""
-        passages = [p for p in map(self.knowledge_base.get, sources) if p is not None]
+        """Stores the draft with each sentence it nearly copied set to the passage's own and the
+        passages' ids cited (`grounded_replies.snapped_to_passages`), which is what the agent gets."""
         text = snapped_to_passages(text, passages, self.knowledge_base.passages)
         with self._session() as session:
             suggestion = store.update_suggestion(
@@ -389,15 +403,34 @@ class CustomerService:
         return conversation
 
 
-def draft_sampling(settings: CustomerServiceSettings, tokenizer: Tokenizer) -> SamplingParams:
-    """How a draft is generated: greedy by default (the reply model copies from its passages, and
-    sampling or a repetition penalty on the prompt's tokens works against copying), until the
-    model ends its turn."""
+@dataclass(frozen=True)
+class PreparedDraft:
+    suggestion_id: int  # the empty draft stored for it
+    prompt: str
+    source_ids: list[str]  # of the passages shown with the customer's message
+    passages: list[Passage]  # those of them the knowledge base still has
+    params: SamplingParams
+
+
+def draft_sampling(
+    settings: CustomerServiceSettings, tokenizer: Tokenizer, passages: Sequence[Passage], *, hand_over: bool
+) -> SamplingParams:
+    """How a draft over `passages` is generated: greedy by default (sampling or a repetition
+    penalty on the prompt's tokens works against copying), copying the passages' sentences as
+    `settings.draft_copy_bias` says (`grounded_replies.copy_sources`; the hand-over to a
+    colleague among them when `hand_over`: the customer's message is out of scope with no
+    intent to fall back on), until the model ends its turn."""
+    sources, weights = (
+        copy_sources(passages, tokenizer, hand_over=hand_over) if settings.draft_copy_bias else ((), ())
+    )
     return SamplingParams(
         max_tokens=settings.draft_max_tokens,
         temperature=settings.draft_temperature,
         top_p=0.9,
         stop_token_ids=tokenizer.chat_stop_ids,
+        copy_from=sources,
+        copy_bias=settings.draft_copy_bias,
+        copy_weights=weights,
     )
 
 

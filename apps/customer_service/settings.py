@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,9 @@ class CustomerServiceSettings:
     context_turns: int = 6  # last turns in the draft prompt
     draft_max_tokens: int = 80
     draft_temperature: float = 0.0  # 0: greedy
+    # How strongly a draft copies its passages' sentences (`grounded_replies.copy_sources`): inf,
+    # made of them alone (or the hand-over); 0, the model writes freely; between, pulled to them.
+    draft_copy_bias: float = math.inf
     bank_name: str = "Harbour & Pine Bank"
 
     def __post_init__(self) -> None:
@@ -37,5 +41,7 @@ class CustomerServiceSettings:
         for name in ("passages", "context_turns", "draft_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.draft_copy_bias >= 0:
+            raise ValueError(f"draft_copy_bias must be >= 0 (inf: copy only), got {self.draft_copy_bias}")
         if not 0 <= self.passage_suggestions <= self.passages:
             raise ValueError(f"passage_suggestions must be in [0, passages={self.passages}]")

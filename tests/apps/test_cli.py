@@ -65,6 +65,15 @@ def test_serve_wants_engine_replicas_as_auto_or_a_count(capsys):
     assert raised.value.code == 2 and "expected 'auto' or a count >= 1, got '0'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bias", ["-1", "nan", "strong"])
+def test_serve_wants_the_draft_copy_bias_as_inf_or_a_number(capsys, bias):
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "--cs-draft-copy-bias", bias])
+    assert (
+        raised.value.code == 2 and f"expected 'inf' or a number >= 0, got '{bias}'" in capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("options", [[], ["--no-access-log"], ["--engine-replicas", "2"]])
 def test_serve_prints_its_url_and_answers_there(checkpoint, tmp_path, options):
     with socket.socket() as probe:  # a free port; a tiny race with other processes is acceptable here
