@@ -48,13 +48,13 @@ class CopyIndex:
         MAX_MATCH tokens) found in a source, or of the sources' first tokens when none is found."""
         if not output_ids:
             return self.starts
-        longest, following = 0, {}
+        longest, following = 0, dict[int, float]()
         for s, i in self.places.get(output_ids[-1], ()):
             source, n = self.sources[s], 1
             while n < MAX_MATCH and n < len(output_ids) and n <= i and source[i - n] == output_ids[-1 - n]:
                 n += 1
             if n > longest:
-                longest, following = n, {}
+                longest, following = n, dict[int, float]()
             if n == longest:
                 _keep_max(following, source[i + 1], self.weights[s])
         return following or self.starts
