@@ -240,7 +240,8 @@ def copy_sources(
     end = tokenizer.chat_stop_ids[:1]
     weighted: dict[str, float] = {FOLLOW_UP: 0.0} if hand_over else {}
     for rank, passage in enumerate(passages):
-        parts = sentences(passage.text)
+        # One line each: the lookup runs on from the prompt, which ends with a newline.
+        parts = [" ".join(sentence.split()) for sentence in sentences(passage.text)]
         for text in [*parts, *(f"{first} {second}" for first, second in zip(parts, parts[1:], strict=False))]:
             weighted.setdefault(text, -RANK_PENALTY * rank)
     return tuple((*tokenizer.encode(text), *end) for text in weighted), tuple(weighted.values())

@@ -181,7 +181,11 @@ class Engine:
             generator=make_generator(params.seed, self.cache.latents_LPW.device),
             detokenizer=IncrementalDetokenizer(self.tokenizer) if self.tokenizer else None,
             stops=StopStrings(params.stop),
-            copy_index=CopyIndex(params.copy_from, params.copy_weights) if params.copy_bias else None,
+            copy_index=(
+                CopyIndex(params.copy_from, params.copy_weights, min_match=params.copy_min_match)
+                if params.copy_bias
+                else None
+            ),
         )
         self._pending_adds += 1
         self._inbox.put(("add", sequence))
@@ -338,7 +342,7 @@ class Engine:
                 () if s.output_ids else r.params.first_token_ids for s, r in zip(ready, requests, strict=True)
             ],
             copy_token_ids=[
-                r.copy_index.next_tokens(s.output_ids) if r.copy_index else {}
+                r.copy_index.next_tokens(s.token_ids) if r.copy_index else {}
                 for s, r in zip(ready, requests, strict=True)
             ],
         )

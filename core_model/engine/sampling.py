@@ -50,6 +50,7 @@ class SamplingParams:
     copy_from: tuple[tuple[int, ...], ...] = ()
     copy_bias: float = 0.0
     copy_weights: tuple[float, ...] = ()  # one per source, added to its tokens' bias; () for none
+    copy_min_match: int = 0  # the shortest tail that is copied on; 0: a copy may start anywhere
 
     def __post_init__(self) -> None:
         # Lists (from JSON) and a single stop string are accepted; the stored form is always a tuple.
@@ -80,6 +81,7 @@ class SamplingParams:
             self.copy_weights,
         )
         _require(all(map(math.isfinite, self.copy_weights)), "copy_weights must be finite", self.copy_weights)
+        _require(self.copy_min_match >= 0, "copy_min_match must be >= 0", self.copy_min_match)
         logprobs_ok = self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS
         _require(logprobs_ok, f"logprobs must be None or in [0, {MAX_LOGPROBS}]", self.logprobs)
 

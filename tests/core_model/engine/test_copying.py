@@ -42,3 +42,10 @@ def test_a_token_carries_the_largest_weight_of_the_sources_it_continues():
     assert CopyIndex(SOURCES).next_tokens([2]) == {3: 0.0}  # no weights: all 0
     with pytest.raises(ValueError, match="3 copy sources but 2 weights"):
         CopyIndex(SOURCES, weights=(0.0, 1.0))
+
+
+def test_with_a_min_match_only_tails_that_long_are_copied_on():
+    index = CopyIndex(SOURCES, min_match=2)
+    assert index.next_tokens([9, 2, 3]).keys() == {4, 6}
+    assert index.next_tokens([9, 3]) == {}  # one token found: too short; and no fresh start
+    assert index.next_tokens([]) == {}
