@@ -10,7 +10,9 @@ Sections:
   trained on), the target the rest of the line. Exact match and edit similarity (1 - Levenshtein /
   longer length) of what the service would return (prompt, token healing, engine, post-processing;
   its first line), for: the code adapter with repository context (the package's own index, the
-  current file left out) and without, the base model without the adapter, and a token 4-gram model
+  current file left out: snippets in the prompt and more to copy from, as the service does), with
+  the snippets in the prompt but no copying, and without context, the base model without the
+  adapter, and a token 4-gram model
   (stupid backoff) counted over the adapter's training packages; plus the adapter's raw output
   before post-processing, to show what the syntax check drops.
 - humaneval, mbpp: pass@1 (greedy) of the embedded base model, every completion executed in the
@@ -154,10 +156,23 @@ def bench_lines(args: argparse.Namespace) -> dict:
 
 
 def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
+    """What the service returns for each cursor, with its context and copying as it builds them
+    (`CodeAssist.snippets`), and without."""
     import torch
 
     from apps.code_assist.postprocess import postprocess
-    from apps.code_assist.prompts import CANDIDATE_CHARS, build_prompt, engine_prompt
+    from apps.code_assist.prompts import (
+        CANDIDATE_CHARS,
+        COPY_CHARS,
+        COPY_MIN_MATCH,
+        COPY_SNIPPETS,
+        PROMPT_SNIPPETS,
+        build_prompt,
+        copy_sources,
+        engine_prompt,
+    )
+    from apps.code_assist.repository_index import fit_budget
+    from apps.code_assist.settings import CodeAssistSettings
     from core_model import load_model, load_tokenizer
     from core_model.engine import Engine, EngineConfig, SamplingParams
     from core_model.fim import fim_template
@@ -168,38 +183,41 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
     engine.load_adapter("code", adapter)
     template = fim_template(tokenizer)
     stops = template.stop_ids(tokenizer)
-    runs = {
-        "adapter + context": ("code", True),
-        "adapter, no context": ("code", False),
-        "base, no adapter": (None, False),
+    copy_bias = CodeAssistSettings().copy_bias
+    runs = {  # adapter, context, copying
+        "adapter + context": ("code", True, copy_bias),
+        "adapter + context, not copying": ("code", True, 0.0),
+        "adapter, no context": ("code", False, 0.0),
+        "base, no adapter": (None, False, 0.0),
     }
     out = {}
-    for name, (adapter_name, context) in runs.items():
-        prompts = []
+    for name, (adapter_name, context, bias) in runs.items():
+        prompts, params = [], []
         for case in cases:
-            snippets = []
+            ranked = []
             if context:
-                snippets = indexes[case.file.package].relevant_snippets(
-                    prefix=case.prefix,
-                    suffix=case.suffix,
-                    filepath=case.file.path,
-                    language="python",
-                    budget_chars=CANDIDATE_CHARS,
+                ranked = indexes[case.file.package].ranked_snippets(
+                    prefix=case.prefix, suffix=case.suffix, filepath=case.file.path, language="python"
                 )
+            snippets = fit_budget(ranked, budget_chars=CANDIDATE_CHARS, k=PROMPT_SNIPPETS)
             text = build_prompt(
                 template, prefix=case.prefix, suffix=case.suffix, language="python", snippets=snippets
             ).text
-            prompts.append(engine_prompt(tokenizer, text))
-        params = [
-            SamplingParams(
-                max_tokens=48,
-                temperature=0,
-                stop=("\n",),
-                stop_token_ids=stops,
-                first_token_ids=p.first_token_ids,
+            prompt = engine_prompt(tokenizer, text)
+            copying = copy_sources(tokenizer, fit_budget(ranked, budget_chars=COPY_CHARS, k=COPY_SNIPPETS))
+            prompts.append(prompt)
+            params.append(
+                SamplingParams(
+                    max_tokens=48,
+                    temperature=0,
+                    stop=("\n",),
+                    stop_token_ids=stops,
+                    first_token_ids=prompt.first_token_ids,
+                    copy_from=copying if bias else (),
+                    copy_bias=bias,
+                    copy_min_match=COPY_MIN_MATCH,
+                )
             )
-            for p in prompts
-        ]
         started = time.perf_counter()
         outputs = engine.generate([p.ids for p in prompts], params, adapter=adapter_name)
         print(f"  {name}: {len(prompts)} completions in {time.perf_counter() - started:.0f} s", flush=True)

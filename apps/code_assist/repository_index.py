@@ -335,10 +335,17 @@ class RepositoryIndex:
         """Snippets from other files for a completion at the cursor between `prefix` and `suffix`:
         the best matches of the code around the cursor, up to `k` that fit `budget_chars` of
         bodies together, best first. The language defaults to that of `filepath`."""
+        ranked = self.ranked_snippets(prefix=prefix, suffix=suffix, filepath=filepath, language=language)
+        return fit_budget(ranked, budget_chars=budget_chars, k=k)
+
+    def ranked_snippets(
+        self, *, prefix: str, suffix: str = "", filepath: str | None = None, language: str | None = None
+    ) -> list[Snippet]:
+        """The `CANDIDATES` best matches of the code around the cursor from other files, best
+        first, for `fit_budget` to fill one budget or several from."""
         language = canonical(language) or (language_for_path(filepath) if filepath else None)
         query = cursor_query(prefix=prefix, suffix=suffix)
-        candidates = self.search(query, k=max(CANDIDATES, k), exclude_filepath=filepath, language=language)
-        return fit_budget(candidates, budget_chars=budget_chars, k=k)
+        return self.search(query, k=CANDIDATES, exclude_filepath=filepath, language=language)
 
     def relative(self, filepath: str) -> str:
         """`filepath` as the index names files: relative to the root, with POSIX separators."""

@@ -41,8 +41,18 @@ from . import store
 from .database import MIGRATIONS
 from .languages import canonical
 from .postprocess import is_looping, postprocess, scope_is_settled
-from .prompts import CANDIDATE_CHARS, CompletionPrompt, build_prompt, engine_prompt
-from .repository_index import RepositoryIndex, Snippet
+from .prompts import (
+    CANDIDATE_CHARS,
+    COPY_CHARS,
+    COPY_MIN_MATCH,
+    COPY_SNIPPETS,
+    PROMPT_SNIPPETS,
+    CompletionPrompt,
+    build_prompt,
+    copy_sources,
+    engine_prompt,
+)
+from .repository_index import RepositoryIndex, Snippet, fit_budget
 from .schemas import (
     ChoiceOut,
     CompletionIn,
@@ -59,6 +69,22 @@ from .schemas import (
 from .settings import ADAPTER_NAME, ASSETS, CodeAssistSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CursorContext:
+    prompt: list[Snippet]  # for the prompt, which fits a few of them (`build_prompt`)
+    copy: list[Snippet]  # to copy from (`prompts.copy_sources`)
+
+
+def _distinct(snippets: list[Snippet], *, current: str | None) -> list[Snippet]:
+    """`snippets` in order, less empty ones, repeated bodies and those of the `current` file."""
+    seen, kept = set(), []
+    for snippet in snippets:
+        if snippet.body.strip() and snippet.body not in seen and snippet.filepath != current:
+            seen.add(snippet.body)
+            kept.append(snippet)
+    return kept
 
 
 class InvalidCompletionRequest(ValueError):
@@ -118,21 +144,24 @@ class CodeAssist:
                 "segments (with at least a prefix) or debug_options.raw_prompt is required"
             )
         language = request.language or "plaintext"
+        tokenizer = self.engine.tokenizer
+        copying: tuple[tuple[int, ...], ...] = ()
         if debug and debug.raw_prompt:
             prompt = CompletionPrompt(debug.raw_prompt, "", "", "")
         else:
             use_index = self.settings.context and not (
                 debug and debug.disable_retrieval_augmented_code_completion
             )
-            candidates = await asyncio.to_thread(self.snippets, request, use_index=use_index)
+            context = await asyncio.to_thread(self.snippets, request, use_index=use_index)
             prompt = build_prompt(
                 self.template,
                 prefix=segments.prefix,
                 suffix=segments.suffix or "",
                 language=canonical(language),
-                snippets=candidates,
+                snippets=context.prompt,
             )
-        tokenizer = self.engine.tokenizer
+            if self.settings.copy_bias:
+                copying = await asyncio.to_thread(copy_sources, tokenizer, context.copy)
         # A raw prompt is the caller's exact text.
         healed = engine_prompt(tokenizer, prompt.text, healed=not (debug and debug.raw_prompt))
         params = SamplingParams(
@@ -141,6 +170,9 @@ class CodeAssist:
             seed=request.seed,
             stop_token_ids=self.template.stop_ids(tokenizer),
             first_token_ids=healed.first_token_ids,
+            copy_from=copying,
+            copy_bias=self.settings.copy_bias if copying else 0.0,
+            copy_min_match=COPY_MIN_MATCH,
         )
         settled = None  # generating past what post-processing keeps is wasted time
         if segments is not None:
@@ -179,9 +211,10 @@ class CodeAssist:
             debug_data=self._debug(debug, prompt),
         )
 
-    def snippets(self, request: CompletionIn, *, use_index: bool) -> list[Snippet]:
+    def snippets(self, request: CompletionIn, *, use_index: bool) -> CursorContext:
         """The editor's declarations and snippets first (it knows what the cursor refers to), then
-        the index's best, leaving out the current file and repeats."""
+        the index's best, leaving out the current file and repeats: as many as the prompt's budget
+        asks for, and as many as copying does."""
         segments = request.segments
         given = [Snippet(d.filepath, d.body, 1.0, 0, None) for d in segments.declarations or []]
         for field in (
@@ -190,21 +223,20 @@ class CodeAssist:
             segments.relevant_snippets_from_recently_opened_files,
         ):
             given += [Snippet(s.filepath, s.body, s.score, 0, None) for s in field or []]
-        found = []
+        ranked: list[Snippet] = []
         if use_index and self.index is not None:
-            found = self.index.relevant_snippets(
+            ranked = self.index.ranked_snippets(
                 prefix=segments.prefix,
                 suffix=segments.suffix or "",
                 filepath=segments.filepath,
                 language=canonical(request.language),
-                budget_chars=CANDIDATE_CHARS,
             )
-        seen, kept = set(), []
-        for snippet in given + found:
-            if snippet.body.strip() and snippet.body not in seen and snippet.filepath != segments.filepath:
-                seen.add(snippet.body)
-                kept.append(snippet)
-        return kept
+        for_prompt = fit_budget(ranked, budget_chars=CANDIDATE_CHARS, k=PROMPT_SNIPPETS)
+        for_copy = fit_budget(ranked, budget_chars=COPY_CHARS, k=COPY_SNIPPETS)
+        return CursorContext(
+            prompt=_distinct(given + for_prompt, current=segments.filepath),
+            copy=_distinct(given + for_copy, current=segments.filepath),
+        )
 
     async def _generate(
         self, prompt: HealedPrompt, params: SamplingParams, *, settled: Callable[[str], bool] | None = None
