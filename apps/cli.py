@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         "--code-max-tokens", type=int, default=CodeAssistSettings.max_tokens,
         help=f"code assist: new tokens per completion at most (default {CodeAssistSettings.max_tokens})",
     )  # fmt: skip
+    serve.add_argument(
+        "--code-copy-bias", type=_copy_bias, metavar="BIAS", default=CodeAssistSettings.copy_bias,
+        help="code assist: how strongly a completion is pulled along an index snippet its line occurs "
+        f"in (default {CodeAssistSettings.copy_bias:g}; 0: off)",
+    )  # fmt: skip
     serve.add_argument("--no-code-assist", action="store_true", help="leave the /code router out")
     serve.add_argument(
         "--medical-registry", default=MedicalSettings.registry,
@@ -270,6 +275,7 @@ def run_server(args: argparse.Namespace) -> None:
             index_dir=args.code_index,
             adapter=args.code_adapter,
             max_tokens=args.code_max_tokens,
+            copy_bias=args.code_copy_bias,
         )
     medical = None
     if not args.no_medical:

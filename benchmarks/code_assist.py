@@ -17,8 +17,9 @@ Sections:
   before post-processing, to show what the syntax check drops.
 - humaneval, mbpp: pass@1 (greedy) of the embedded base model, every completion executed in the
   sandbox of `evaluation.py`.
-- latency: `verticals serve` in its own process; `POST /code/v1/completions` with 32 new tokens at
-  most, P50/P95 at 1 and 4 concurrent clients.
+- latency: `verticals serve` in its own process with the index of a held-out package (click) as
+  its repository context; `POST /code/v1/completions` at cursors in that package with 32 new
+  tokens at most, P50/P95 at 1 and 4 concurrent clients.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from benchmarks.common import (  # noqa: E402
 
 SECTIONS = ("lines", "humaneval", "mbpp", "latency")
 NGRAM_ORDER = 4
+LATENCY_PACKAGE = "click"  # held out; its index serves the latency section's completions as context
 NGRAM_MAX_TOKENS = 4_000_000  # of the training packages' text, in file order of a seeded shuffle
 
 
@@ -166,9 +168,10 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
         COPY_CHARS,
         COPY_MIN_MATCH,
         COPY_SNIPPETS,
+        COPY_UNTIL,
         PROMPT_SNIPPETS,
+        SnippetTokens,
         build_prompt,
-        copy_sources,
         engine_prompt,
     )
     from apps.code_assist.repository_index import fit_budget
@@ -184,6 +187,7 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
     template = fim_template(tokenizer)
     stops = template.stop_ids(tokenizer)
     copy_bias = CodeAssistSettings().copy_bias
+    snippet_tokens = SnippetTokens(tokenizer)
     runs = {  # adapter, context, copying
         "adapter + context": ("code", True, copy_bias),
         "adapter + context, not copying": ("code", True, 0.0),
@@ -204,7 +208,7 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
                 template, prefix=case.prefix, suffix=case.suffix, language="python", snippets=snippets
             ).text
             prompt = engine_prompt(tokenizer, text)
-            copying = copy_sources(tokenizer, fit_budget(ranked, budget_chars=COPY_CHARS, k=COPY_SNIPPETS))
+            copying = snippet_tokens.sources(fit_budget(ranked, budget_chars=COPY_CHARS, k=COPY_SNIPPETS))
             prompts.append(prompt)
             params.append(
                 SamplingParams(
@@ -216,6 +220,7 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
                     copy_from=copying if bias else (),
                     copy_bias=bias,
                     copy_min_match=COPY_MIN_MATCH,
+                    copy_until=COPY_UNTIL,
                 )
             )
         started = time.perf_counter()
@@ -253,22 +258,28 @@ def bench_pass_at_1(benchmark: str, args: argparse.Namespace) -> dict:
 
 
 def bench_latency(args: argparse.Namespace) -> dict:
-    from apps.code_assist.corpus import HELD_OUT_PACKAGES, line_cases
+    from apps.code_assist.corpus import line_cases, package_root
+    from apps.code_assist.repository_index import RepositoryIndex
 
     # Every request a cursor of its own: a repeated prompt would be served from the prefix cache.
     per_run = [(c + 1) * args.requests for c in args.concurrency]  # the warm-up's and each client's
     firsts = list(itertools.accumulate(per_run, initial=0))
-    cases = line_cases(HELD_OUT_PACKAGES, count=sum(per_run), seed=1)
+    cases = line_cases([LATENCY_PACKAGE], count=sum(per_run), seed=1)
     with tempfile.TemporaryDirectory() as tmp:
+        index = RepositoryIndex.build(package_root(LATENCY_PACKAGE), progress=False).save(Path(tmp, "index"))
         options = [
             "--no-customer-service",
             "--code-database",
             f"sqlite:///{tmp}/code.db",
+            "--code-index",
+            str(index),
             "--code-max-tokens",
             "32",
             "--engine-replicas",
             args.engine_replicas,
         ]
+        if args.copy_bias is not None:
+            options += ["--code-copy-bias", str(args.copy_bias)]
         with suite_server(options, log=Path(tmp, "server.log")) as url:
             return {
                 f"c{c}": _latency(url, cases[first:], clients=c, requests=args.requests)
@@ -347,6 +358,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-tokens", type=int, default=256, help="per pass@1 completion")
     parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 4])
     parser.add_argument("--requests", type=int, default=30, help="completions per client")
+    parser.add_argument(
+        "--copy-bias", type=float, help="latency: the server's --code-copy-bias (default: its own)"
+    )
     parser.add_argument(
         "--engine-replicas", default="auto", help="latency: the server's --engine-replicas (default auto)"
     )

@@ -46,10 +46,11 @@ from .prompts import (
     COPY_CHARS,
     COPY_MIN_MATCH,
     COPY_SNIPPETS,
+    COPY_UNTIL,
     PROMPT_SNIPPETS,
     CompletionPrompt,
+    SnippetTokens,
     build_prompt,
-    copy_sources,
     engine_prompt,
 )
 from .repository_index import RepositoryIndex, Snippet, fit_budget
@@ -100,6 +101,7 @@ class CodeAssist:
     model_name: str  # as stored and reported: the base, or "base:adapter"
     adapter: str | None  # the engine's adapter name; None: the base model
     index: RepositoryIndex | None
+    snippet_tokens: SnippetTokens  # what completions copy from, encoded
 
     @classmethod
     def start(cls, settings: CodeAssistSettings, *, engine: Engine, base: str = "embedded") -> CodeAssist:
@@ -126,7 +128,16 @@ class CodeAssist:
         log.info(
             "code assist: %s, %s template, index %s", name, template.family, settings.index_dir or "none"
         )
-        return cls(settings, session_factory(database), engine, template, name, adapter, index)
+        return cls(
+            settings,
+            session_factory(database),
+            engine,
+            template,
+            name,
+            adapter,
+            index,
+            SnippetTokens(engine.tokenizer),
+        )
 
     @contextmanager
     def _session(self):
@@ -161,7 +172,7 @@ class CodeAssist:
                 snippets=context.prompt,
             )
             if self.settings.copy_bias:
-                copying = await asyncio.to_thread(copy_sources, tokenizer, context.copy)
+                copying = await asyncio.to_thread(self.snippet_tokens.sources, context.copy)
         # A raw prompt is the caller's exact text.
         healed = engine_prompt(tokenizer, prompt.text, healed=not (debug and debug.raw_prompt))
         params = SamplingParams(
@@ -173,6 +184,7 @@ class CodeAssist:
             copy_from=copying,
             copy_bias=self.settings.copy_bias if copying else 0.0,
             copy_min_match=COPY_MIN_MATCH,
+            copy_until=COPY_UNTIL,
         )
         settled = None  # generating past what post-processing keeps is wasted time
         if segments is not None:

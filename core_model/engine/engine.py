@@ -236,8 +236,8 @@ class Engine:
         """The prompt's token ids, or ValueError saying why the request can never run."""
         prompt_ids = self._encode(prompt)
         self._check_fits(len(prompt_ids), params.max_tokens)
-        if params.stop and self.tokenizer is None:
-            raise ValueError("stop strings need a tokenizer to decode the output")
+        if (params.stop or params.copy_until) and self.tokenizer is None:
+            raise ValueError("stop and copy_until strings need a tokenizer to decode the output")
         if max(params.first_token_ids, default=0) >= self.model.config.vocab_size:
             raise ValueError(f"first_token_ids must be in [0, {self.model.config.vocab_size})")
         if max((max(s, default=0) for s in params.copy_from), default=0) >= self.model.config.vocab_size:
@@ -377,6 +377,10 @@ class Engine:
         if len(sequence.output_ids) >= params.max_tokens or out_of_room:
             return self._finish(sequence, "length", new_ids=[token_id], new_text=text + _drain(request))
         request.text += text
+        if request.copy_index is not None and text and params.copy_until:
+            recent = request.text[-(len(text) + max(map(len, params.copy_until))) :]
+            if any(until in recent for until in params.copy_until):
+                request.copy_index = None  # the rest is the model's own
         return self._output(sequence, request, new_ids=[token_id], new_text=text)
 
     def _finish(self, sequence: Sequence, reason: str, *, new_ids: list[int], new_text: str) -> RequestOutput:

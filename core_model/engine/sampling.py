@@ -51,6 +51,7 @@ class SamplingParams:
     copy_bias: float = 0.0
     copy_weights: tuple[float, ...] = ()  # one per source, added to its tokens' bias; () for none
     copy_min_match: int = 0  # the shortest tail that is copied on; 0: a copy may start anywhere
+    copy_until: tuple[str, ...] = ()  # copying ends once the output's text holds one of these
 
     def __post_init__(self) -> None:
         # Lists (from JSON) and a single stop string are accepted; the stored form is always a tuple.
@@ -60,6 +61,8 @@ class SamplingParams:
         object.__setattr__(self, "first_token_ids", tuple(self.first_token_ids))
         object.__setattr__(self, "copy_from", tuple(tuple(source) for source in self.copy_from))
         object.__setattr__(self, "copy_weights", tuple(self.copy_weights))
+        copy_until = (self.copy_until,) if isinstance(self.copy_until, str) else tuple(self.copy_until)
+        object.__setattr__(self, "copy_until", copy_until)
         _require(self.max_tokens >= 1, "max_tokens must be >= 1", self.max_tokens)
         _require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)", self.temperature)
         _require(self.top_k >= 0, "top_k must be >= 0 (0 turns it off)", self.top_k)
@@ -82,6 +85,7 @@ class SamplingParams:
         )
         _require(all(map(math.isfinite, self.copy_weights)), "copy_weights must be finite", self.copy_weights)
         _require(self.copy_min_match >= 0, "copy_min_match must be >= 0", self.copy_min_match)
+        _require(all(self.copy_until), "copy_until strings must be non-empty", self.copy_until)
         logprobs_ok = self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS
         _require(logprobs_ok, f"logprobs must be None or in [0, {MAX_LOGPROBS}]", self.logprobs)
 

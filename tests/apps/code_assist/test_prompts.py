@@ -13,9 +13,10 @@ import torch
 from apps.code_assist.prompts import (
     CONTEXT_CHARS,
     COPY_MIN_MATCH,
+    COPY_UNTIL,
+    SnippetTokens,
     build_prompt,
     context_blocks,
-    copy_sources,
     cut_prefix,
     cut_suffix,
     engine_prompt,
@@ -89,8 +90,9 @@ def test_copying_pulls_a_completion_along_a_snippet_the_line_occurs_in():
         stop=("\n",),
         stop_token_ids=template.stop_ids(tokenizer),
         first_token_ids=prompt.first_token_ids,
-        copy_from=copy_sources(tokenizer, [written]),
+        copy_from=SnippetTokens(tokenizer).sources([written]),
         copy_min_match=COPY_MIN_MATCH,
+        copy_until=COPY_UNTIL,
     )
     copied, free = engine.generate(
         [prompt.ids] * 2, [replace(params, copy_bias=settings.copy_bias), params], adapter="code"

@@ -238,3 +238,19 @@ def test_an_engine_with_bfloat16_experts_still_generates_the_greedy_text_of_a_lo
     [output] = engine.generate([prompt], params)
     assert served.model.layers[1].mlp.experts._bfloat16_copies  # the prefill took them
     assert output.token_ids == naive_generate(model, prompt, max_new_tokens=8)
+
+
+def test_copying_ends_where_the_output_reaches_copy_until():
+    from core_model import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    model = load_model("embedded", dtype=torch.float32)
+    source = tuple(tokenizer.encode("total = price * count\nzqx = qzx(xqz)\n"))
+    params = SamplingParams(max_tokens=len(source), temperature=0, copy_from=(source,), copy_bias=math.inf)
+    whole, first_line = Engine(model, tokenizer).generate(
+        ["def total(price, count):\n    "] * 2, [params, replace(params, copy_until=("\n",))]
+    )
+    assert whole.text == "total = price * count\nzqx = qzx(xqz)\n"
+    assert first_line.text.startswith("total = price * count\n") and "zqx = qzx" not in first_line.text
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        Engine(model).add_request([1, 2], replace(params, copy_until=("\n",)))

@@ -191,6 +191,8 @@ def test_make_generator_without_seed_is_none():
         ("copy_bias", math.nan),
         ("copy_from", ((1, -2),)),
         ("copy_weights", (1.0, 2.0)),  # two weights, no source
+        ("copy_min_match", -1),
+        ("copy_until", ("",)),
     ],
 )
 def test_invalid_params_name_the_field(field, value):
