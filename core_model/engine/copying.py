@@ -1,7 +1,8 @@
 """Copy decoding: a request may name token sequences its output copies from.
 
     params = SamplingParams(copy_from=(sentence_ids, ...), copy_bias=math.inf)   # only their text
-    params = SamplingParams(copy_from=(snippet_ids, ...), copy_bias=2.0, copy_min_match=3)
+    params = SamplingParams(copy_from=(snippet_ids, ...), copy_bias=12.0, copy_min_match=3,
+                            copy_until=("\n",))                                  # pulled, to the line's end
 
 At each step the longest tail of the request's tokens so far, prompt and output (up to `MAX_MATCH`
 tokens, at least `copy_min_match`), that occurs in a source is looked up, and the tokens that
@@ -11,7 +12,8 @@ tokens that start a source. A finite `copy_bias` is added to their logits: the m
 but a completion whose line so far occurs in a snippet is pulled along it. An infinite one allows
 only them: every output is then made of the sources' text, stitched where they share tokens, and
 the model chooses which source to start and which way to go where two continue the same tail.
-Each source may carry a weight (`copy_weights`), added to its tokens' bias. The same lookup as
+Each source may carry a weight (`copy_weights`), added to its tokens' bias, and copying ends for
+good once the output's text holds one of `copy_until` (the engine checks it). The same lookup as
 prompt-lookup decoding (which proposes such matches for speculation), here used to shape the
 distribution.
 
