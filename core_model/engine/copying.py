@@ -30,40 +30,47 @@ MAX_MATCH = 8  # tokens of the output's tail looked up
 
 
 class CopyIndex:
-    """Where each token occurs in the sources (with a token after it), and the sources' starts,
-    each with the largest weight of the sources it comes from. Built in one pass over the
-    sources: a request's index costs well under a millisecond, on the request's own thread."""
+    """Where each token and each pair of tokens occur in the sources (with a token after them),
+    and the sources' starts, each with the largest weight of the sources it comes from. Built in
+    one pass over the sources (about 1 ms for 3,000 tokens); a lookup starts from the places of
+    the tail's last two tokens, so common tokens (a space, a bracket) cost no scan of the sources."""
 
     def __init__(
         self, sources: Sequence[Sequence[int]], weights: Sequence[float] = (), *, min_match: int = 0
     ) -> None:
         weights = list(weights) or [0.0] * len(sources)
-        self.min_match = min_match
         if len(weights) != len(sources):
             raise ValueError(f"{len(sources)} copy sources but {len(weights)} weights")
+        self.min_match = min_match
         self.sources = [tuple(source) for source in sources]
         self.weights = weights
         self.starts: dict[int, float] = {}
-        self.places: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)  # token -> (source, index)
+        self.singles: defaultdict[int, dict[int, float]] = defaultdict(dict)  # token -> {next: weight}
+        self.pairs: defaultdict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)  # -> (source, i)
         for s, (source, weight) in enumerate(zip(self.sources, weights, strict=True)):
             if source:
                 _keep_max(self.starts, source[0], weight)
-            for i, token in enumerate(source[:-1]):
-                self.places[token].append((s, i))
+            for i in range(len(source) - 1):
+                _keep_max(self.singles[source[i]], source[i + 1], weight)
+                if i:
+                    self.pairs[source[i - 1], source[i]].append((s, i))
 
     def next_tokens(self, token_ids: Sequence[int]) -> dict[int, float]:
         """{token: weight} of the tokens that continue the longest tail of `token_ids` (up to
         MAX_MATCH tokens, at least `min_match`) found in a source; with `min_match` 0, the empty
         tail is found at every source's start."""
         longest, following = 0, dict[int, float]()
-        for s, i in self.places.get(token_ids[-1], ()) if token_ids else ():
-            source, n = self.sources[s], 1
+        places = self.pairs.get((token_ids[-2], token_ids[-1]), ()) if len(token_ids) >= 2 else ()
+        for s, i in places:
+            source, n = self.sources[s], 2
             while n < MAX_MATCH and n < len(token_ids) and n <= i and source[i - n] == token_ids[-1 - n]:
                 n += 1
             if n > longest:
                 longest, following = n, dict[int, float]()
             if n == longest:
                 _keep_max(following, source[i + 1], self.weights[s])
+        if not longest and token_ids and token_ids[-1] in self.singles:
+            longest, following = 1, self.singles[token_ids[-1]]
         if longest and longest >= self.min_match:
             return following
         return self.starts if self.min_match == 0 else {}
