@@ -1,6 +1,8 @@
 # .venv/bin/python -m pytest tests/core_model/engine/test_copying.py -q
 """Copy decoding's lookup: the tokens that continue the output's longest tail found in a source."""
 
+import random
+
 import pytest
 
 from core_model.engine.copying import MAX_MATCH, CopyIndex
@@ -49,3 +51,36 @@ def test_with_a_min_match_only_tails_that_long_are_copied_on():
     assert index.next_tokens([9, 2, 3]).keys() == {4, 6}
     assert index.next_tokens([9, 3]) == {}  # one token found: too short; and no fresh start
     assert index.next_tokens([]) == {}
+
+
+def scanned_next_tokens(sources, weights, min_match, token_ids):
+    """The lookup by brute force: every place of every source, compared backwards."""
+    longest, following = 0, {}
+    for source, weight in zip(sources, weights, strict=True):
+        for i in range(len(source) - 1):
+            n = 0
+            while n < min(MAX_MATCH, len(token_ids)) and n <= i and source[i - n] == token_ids[-1 - n]:
+                n += 1
+            if n and n > longest:
+                longest, following = n, {}
+            if n and n == longest:
+                following[source[i + 1]] = max(weight, following.get(source[i + 1], weight))
+    if longest and longest >= min_match:
+        return following
+    starts = {}
+    for source, weight in zip(sources, weights, strict=True):
+        if source:
+            starts[source[0]] = max(weight, starts.get(source[0], weight))
+    return starts if min_match == 0 else {}
+
+
+def test_the_index_agrees_with_a_scan_of_the_sources():
+    rng = random.Random(0)
+    for _ in range(2000):
+        vocabulary = rng.choice([3, 5, 10])
+        sources = [tuple(rng.randrange(vocabulary) for _ in range(rng.randrange(15))) for _ in range(4)]
+        weights = [rng.choice([0.0, -1.0, -2.0]) for _ in sources]
+        min_match = rng.randrange(4)
+        token_ids = [rng.randrange(vocabulary) for _ in range(rng.randrange(12))]
+        expected = scanned_next_tokens(sources, weights, min_match, token_ids)
+        assert CopyIndex(sources, weights, min_match=min_match).next_tokens(token_ids) == expected
