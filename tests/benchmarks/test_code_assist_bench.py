@@ -29,8 +29,8 @@ def test_quick_run_reports_every_section(tmp_path):
     main(["--quick", "--out", str(out)])
     report = json.loads(out.read_text())
     assert set(report["lines"]["results"]) == {
-        "adapter + context", "adapter + context, raw model output", "adapter, no context",
-        "base, no adapter", "4-gram baseline",
+        "adapter + context", "adapter + context, raw model output", "adapter + context, not copying",
+        "adapter, no context", "base, no adapter", "4-gram baseline",
     }  # fmt: skip
     assert all(0 <= r["edit_similarity"] <= 1 for r in report["lines"]["results"].values())
     assert report["humaneval"]["problems"] == 3 and report["mbpp"]["problems"] == 3
