@@ -159,22 +159,18 @@ def bench_lines(args: argparse.Namespace) -> dict:
 
 def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
     """What the service returns for each cursor, with its context and copying as it builds them
-    (`CodeAssist.snippets`), and without."""
+    (`prompts.cursor_context`), and without."""
     import torch
 
     from apps.code_assist.postprocess import postprocess
     from apps.code_assist.prompts import (
-        CANDIDATE_CHARS,
-        COPY_CHARS,
         COPY_MIN_MATCH,
-        COPY_SNIPPETS,
         COPY_UNTIL,
-        PROMPT_SNIPPETS,
         SnippetTokens,
         build_prompt,
+        cursor_context,
         engine_prompt,
     )
-    from apps.code_assist.repository_index import fit_budget
     from apps.code_assist.settings import CodeAssistSettings
     from core_model import load_model, load_tokenizer
     from core_model.engine import Engine, EngineConfig, SamplingParams
@@ -203,12 +199,11 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
                 ranked = indexes[case.file.package].ranked_snippets(
                     prefix=case.prefix, suffix=case.suffix, filepath=case.file.path, language="python"
                 )
-            snippets = fit_budget(ranked, budget_chars=CANDIDATE_CHARS, k=PROMPT_SNIPPETS)
+            snippets = cursor_context([], ranked, current=case.file.path)
             text = build_prompt(
-                template, prefix=case.prefix, suffix=case.suffix, language="python", snippets=snippets
+                template, prefix=case.prefix, suffix=case.suffix, language="python", snippets=snippets.prompt
             ).text
             prompt = engine_prompt(tokenizer, text)
-            copying = snippet_tokens.sources(fit_budget(ranked, budget_chars=COPY_CHARS, k=COPY_SNIPPETS))
             prompts.append(prompt)
             params.append(
                 SamplingParams(
@@ -217,7 +212,7 @@ def _model_predictions(cases, indexes, *, adapter: str) -> dict[str, list[str]]:
                     stop=("\n",),
                     stop_token_ids=stops,
                     first_token_ids=prompt.first_token_ids,
-                    copy_from=copying if bias else (),
+                    copy_from=snippet_tokens.sources(snippets.copy) if bias else (),
                     copy_bias=bias,
                     copy_min_match=COPY_MIN_MATCH,
                     copy_until=COPY_UNTIL,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from apps.code_assist.languages import line_comment
+from apps.code_assist.repository_index import Snippet, fit_budget
 from core_model.fim import FimTemplate
 from core_model.healing import HealedPrompt, heal
 from core_model.tokenizer import Tokenizer
@@ -131,6 +132,35 @@ def build_prompt(
         suffix=kept_suffix,
         snippets=tuple(snippet for snippet, _ in blocks),
     )
+
+
+@dataclass(frozen=True)
+class CursorContext:
+    prompt: list[Snippet]  # for the prompt, which fits a few of them (`build_prompt`)
+    copy: list[Snippet]  # to copy from (`SnippetTokens`)
+
+
+def cursor_context(
+    given: Sequence[Snippet], ranked: Sequence[Snippet], *, current: str | None
+) -> CursorContext:
+    """The editor's snippets (`given`: it knows what the cursor refers to), then the index's
+    (`ranked`, best first): as many as the prompt's budget asks for, and as many as copying does;
+    leaving out empty ones, repeated bodies and those of the `current` file."""
+    for_prompt = fit_budget(ranked, budget_chars=CANDIDATE_CHARS, k=PROMPT_SNIPPETS)
+    for_copy = fit_budget(ranked, budget_chars=COPY_CHARS, k=COPY_SNIPPETS)
+    return CursorContext(
+        prompt=_distinct([*given, *for_prompt], current=current),
+        copy=_distinct([*given, *for_copy], current=current),
+    )
+
+
+def _distinct(snippets: list[Snippet], *, current: str | None) -> list[Snippet]:
+    seen, kept = set(), []
+    for snippet in snippets:
+        if snippet.body.strip() and snippet.body not in seen and snippet.filepath != current:
+            seen.add(snippet.body)
+            kept.append(snippet)
+    return kept
 
 
 class SnippetTokens:

@@ -42,18 +42,16 @@ from .database import MIGRATIONS
 from .languages import canonical
 from .postprocess import is_looping, postprocess, scope_is_settled
 from .prompts import (
-    CANDIDATE_CHARS,
-    COPY_CHARS,
     COPY_MIN_MATCH,
-    COPY_SNIPPETS,
     COPY_UNTIL,
-    PROMPT_SNIPPETS,
     CompletionPrompt,
+    CursorContext,
     SnippetTokens,
     build_prompt,
+    cursor_context,
     engine_prompt,
 )
-from .repository_index import RepositoryIndex, Snippet, fit_budget
+from .repository_index import RepositoryIndex, Snippet
 from .schemas import (
     ChoiceOut,
     CompletionIn,
@@ -70,22 +68,6 @@ from .schemas import (
 from .settings import ADAPTER_NAME, ASSETS, CodeAssistSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CursorContext:
-    prompt: list[Snippet]  # for the prompt, which fits a few of them (`build_prompt`)
-    copy: list[Snippet]  # to copy from (`prompts.copy_sources`)
-
-
-def _distinct(snippets: list[Snippet], *, current: str | None) -> list[Snippet]:
-    """`snippets` in order, less empty ones, repeated bodies and those of the `current` file."""
-    seen, kept = set(), []
-    for snippet in snippets:
-        if snippet.body.strip() and snippet.body not in seen and snippet.filepath != current:
-            seen.add(snippet.body)
-            kept.append(snippet)
-    return kept
 
 
 class InvalidCompletionRequest(ValueError):
@@ -224,9 +206,7 @@ class CodeAssist:
         )
 
     def snippets(self, request: CompletionIn, *, use_index: bool) -> CursorContext:
-        """The editor's declarations and snippets first (it knows what the cursor refers to), then
-        the index's best, leaving out the current file and repeats: as many as the prompt's budget
-        asks for, and as many as copying does."""
+        """The editor's declarations and snippets, then the index's best (`cursor_context`)."""
         segments = request.segments
         given = [Snippet(d.filepath, d.body, 1.0, 0, None) for d in segments.declarations or []]
         for field in (
@@ -243,12 +223,7 @@ class CodeAssist:
                 filepath=segments.filepath,
                 language=canonical(request.language),
             )
-        for_prompt = fit_budget(ranked, budget_chars=CANDIDATE_CHARS, k=PROMPT_SNIPPETS)
-        for_copy = fit_budget(ranked, budget_chars=COPY_CHARS, k=COPY_SNIPPETS)
-        return CursorContext(
-            prompt=_distinct(given + for_prompt, current=segments.filepath),
-            copy=_distinct(given + for_copy, current=segments.filepath),
-        )
+        return cursor_context(given, ranked, current=segments.filepath)
 
     async def _generate(
         self, prompt: HealedPrompt, params: SamplingParams, *, settled: Callable[[str], bool] | None = None

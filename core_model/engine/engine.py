@@ -333,17 +333,18 @@ class Engine:
         if not ready:
             return []
         requests: list[_Request] = [s.state["request"] for s in ready]
+        token_ids = [s.token_ids for s in ready]  # prompt and output: a new list each
         sampled = self.sampler.sample(
             logits_BV[rows],
             params=[r.params for r in requests],
             generators=[r.generator for r in requests],
-            seen_tokens=[s.token_ids for s in ready],
+            seen_tokens=token_ids,
             allowed_token_ids=[
                 () if s.output_ids else r.params.first_token_ids for s, r in zip(ready, requests, strict=True)
             ],
             copy_token_ids=[
-                r.copy_index.next_tokens(s.token_ids) if r.copy_index else {}
-                for s, r in zip(ready, requests, strict=True)
+                r.copy_index.next_tokens(ids) if r.copy_index else {}
+                for ids, r in zip(token_ids, requests, strict=True)
             ],
         )
         outputs = []
