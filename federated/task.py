@@ -33,6 +33,7 @@ class FederatedTask:
     alpha: float = 64.0
     targets: tuple[str, ...] = DEFAULT_TARGETS
     bidirectional: bool = True  # token classification: the trunk reads the whole sentence
+    characters: int = 64  # token classification: the head's spelling encoder width (0: none)
     max_length: int = 192
     batch_size: int = 16
     lr: float = 4e-3  # a site's AdamW learning rate in round 1; later rounds decay it (cosine)
@@ -52,6 +53,7 @@ class FederatedTask:
         """The training loop's settings for one local training (epochs = local_epochs)."""
         settings = dict(
             rank=self.rank, alpha=self.alpha, targets=self.targets, bidirectional=self.bidirectional,
+            characters=self.characters if self.task == "token-classification" else 0,
             max_length=self.max_length, batch_size=self.batch_size, lr=self.lr,
             epochs=self.local_epochs, seed=self.seed, patience=0, warmup_ratio=0.0,
         )  # fmt: skip

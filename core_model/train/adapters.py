@@ -78,6 +78,7 @@ class AdapterTrainingConfig:
     pooling: str = "last"  # sequence classification
     bidirectional: bool = False  # token classification: the trunk reads the whole sentence
     head_dropout: float = 0.1
+    characters: int = 0  # token classification: the head's spelling encoder width (0: none)
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
@@ -132,19 +133,28 @@ class TaskModel(nn.Module):
     def device(self) -> torch.device:
         return self.base.embed_tokens.weight.device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        word_bytes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """In eval mode a padded batch runs packed (`core_model.packing`) when that saves positions:
-        the same logits, less work on padding."""
+        the same logits, less work on padding. `word_bytes` (collate's): each word's spelling, for
+        a token-classification head that reads characters."""
         if self.head is None:
             return self.base(input_ids, attention_mask=attention_mask)
         causal = not getattr(self.head, "bidirectional", False)
+        embeds_BTD = self.base.embed_tokens(input_ids)
+        if isinstance(self.head, TokenClassificationHead):
+            embeds_BTD = self.head.trunk_input(embeds_BTD, word_bytes)
         packing = None
         if attention_mask is not None and attention_mask.dim() == 2 and not self.training:
             packing = Packing.of(attention_mask)
         if packing is not None and packing.pays:
             hidden_BTD = packing.unpack(
                 self.base.trunk(
-                    inputs_embeds=self.base.embed_tokens(packing.pack(input_ids)),
+                    inputs_embeds=packing.pack(embeds_BTD),
                     attention_mask=packing.mask(causal=causal),
                     position_ids=packing.position_ids_RW,
                     causal=causal,
@@ -152,7 +162,7 @@ class TaskModel(nn.Module):
             )
         else:
             hidden_BTD = self.base.trunk(
-                inputs_embeds=self.base.embed_tokens(input_ids), attention_mask=attention_mask, causal=causal
+                inputs_embeds=embeds_BTD, attention_mask=attention_mask, causal=causal
             )
         if isinstance(self.head, SequenceClassificationHead):
             return self.head(hidden_BTD, attention_mask)
@@ -161,7 +171,9 @@ class TaskModel(nn.Module):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the labelled positions (next-token for "lm")."""
         total, count = _loss_sum(
-            self.task, self(batch["input_ids"], batch["attention_mask"]), batch["labels"]
+            self.task,
+            self(batch["input_ids"], batch["attention_mask"], batch.get("word_bytes")),
+            batch["labels"],
         )
         return total / count.clamp(min=1)
 
@@ -199,7 +211,7 @@ class TaskModel(nn.Module):
         encoded = []
         for i in rows:
             ids, positions = encode_words(tokenizer, words_list[i], max_length=self.max_length)
-            encoded.append(Encoded(ids, [IGNORE_INDEX] * len(ids), positions))
+            encoded.append(Encoded(ids, [IGNORE_INDEX] * len(ids), positions, words=words_list[i]))
         out: list[list[tuple[str, float]]] = [[] for _ in words_list]
         n = 0
         for chunk, _, logits_BTL in self.predict_batches(encoded, batch_size=batch_size):
@@ -228,7 +240,7 @@ class TaskModel(nn.Module):
             for start in range(0, len(encoded), batch_size):
                 chunk = encoded[start : start + batch_size]
                 batch = collate(chunk, pad_id=pad_id, device=self.device)
-                yield chunk, batch, self(batch["input_ids"], batch["attention_mask"])
+                yield chunk, batch, self(batch["input_ids"], batch["attention_mask"], batch.get("word_bytes"))
         finally:
             if was_training:
                 self.train()
@@ -398,6 +410,7 @@ def build_task_model(
             settings["pooling"] = config.pooling
         else:
             settings["bidirectional"] = config.bidirectional
+            settings["characters"] = config.characters
         weight = base.embed_tokens.weight
         head = HEADS[task](**settings).to(device=weight.device, dtype=weight.dtype)
     return TaskModel(base, head, task=task, labels=labels, tokenizer=tokenizer, max_length=config.max_length)

@@ -44,6 +44,7 @@ class Encoded:
     labels: list[int] | int
     word_positions: list[int | None] | None = None  # token classification: first sub-token per word
     word_labels: list[int] | None = None  # token classification: gold tag id per word
+    words: list[str] | None = None  # token classification: the words (their spelling, for the head)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -139,7 +140,7 @@ def encode_example(
         for position, tag in zip(positions, tags, strict=True):
             if position is not None:
                 labels[position] = tag
-        return Encoded(ids, labels, positions, tags)
+        return Encoded(ids, labels, positions, tags, list(example["tokens"]))
     eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     if "messages" in example:
         ids, labels = _encode_chat(tokenizer, example["messages"])
@@ -180,8 +181,19 @@ def _encode_chat(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> tuple[
     return list(encoding.ids), labels
 
 
+WORD_BYTES = 24  # bytes of a word's spelling kept for the head: all, or the first and last 12
+
+
+def spelling(word: str) -> list[int]:
+    """A word's UTF-8 bytes as ids (byte + 1), at most WORD_BYTES: its ends when longer."""
+    ids = [b + 1 for b in word.encode("utf-8")]
+    half = WORD_BYTES // 2
+    return ids if len(ids) <= WORD_BYTES else ids[:half] + ids[-half:]
+
+
 def collate(batch: list[Encoded], *, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask [B, T] and labels ([B, T] or [B])."""
+    """Right-padded input_ids, attention_mask [B, T] and labels ([B, T] or [B]); with words,
+    word_bytes [B, T, WORD_BYTES]: each word's `spelling` at its first token, zeros elsewhere."""
     T = max(len(e.input_ids) for e in batch)
     ids_BT = torch.full((len(batch), T), pad_id, dtype=torch.long)
     mask_BT = torch.zeros(len(batch), T, dtype=torch.long)
@@ -196,4 +208,12 @@ def collate(batch: list[Encoded], *, pad_id: int, device: torch.device) -> dict[
         for row, example in enumerate(batch):
             labels_BT[row, : len(example.labels)] = torch.tensor(example.labels)  # type: ignore[arg-type]
         out["labels"] = labels_BT.to(device)
+    if all(e.words is not None and e.word_positions is not None for e in batch):
+        bytes_BTC = torch.zeros(len(batch), T, WORD_BYTES, dtype=torch.long)
+        for row, example in enumerate(batch):
+            for word, position in zip(example.words, example.word_positions, strict=True):  # type: ignore[arg-type]
+                if position is not None:
+                    ids = spelling(word)
+                    bytes_BTC[row, position, : len(ids)] = torch.tensor(ids)
+        out["word_bytes"] = bytes_BTC.to(device)
     return out

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core_model.heads import SequenceClassificationHead, TokenClassificationHead
+from core_model.heads import SequenceClassificationHead, TokenClassificationHead, WordBytes
+from core_model.train.examples import WORD_BYTES, spelling
 
 D, L = 16, 3
 
@@ -95,3 +96,45 @@ def test_token_head_learns_a_separable_problem():
     features_BTD = torch.randn(4, 8, D) + centres_LD[labels_BT]
     first, last = train(TokenClassificationHead(hidden_size=D, num_labels=L), features_BTD, labels_BT)
     assert last < 0.5 * first
+
+
+def word_bytes(*rows: list[str | None]) -> torch.Tensor:
+    """[B, T, WORD_BYTES]: each row's words at their positions (None: a position with no word)."""
+    out = torch.zeros(len(rows), max(map(len, rows)), WORD_BYTES, dtype=torch.long)
+    for b, row in enumerate(rows):
+        for t, word in enumerate(row):
+            if word is not None:
+                ids = spelling(word)
+                out[b, t, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+def test_word_bytes_gives_one_vector_per_spelling_and_zeros_where_no_word_starts():
+    torch.manual_seed(0)
+    encoder = WordBytes(8)
+    out_BTD = encoder(word_bytes(["Ataxia", None, "tumour", "x"], [None, "Ataxia", None, None]))
+    assert out_BTD.shape == (2, 4, 8)
+    assert torch.equal(out_BTD[0, 0], out_BTD[1, 1])  # the same word, anywhere in the batch
+    assert not torch.equal(out_BTD[0, 0], out_BTD[0, 2])  # another spelling, another vector
+    assert out_BTD[0, 1].abs().sum() == 0 and out_BTD[1, 0].abs().sum() == 0
+
+
+def test_a_long_word_keeps_both_ends():
+    word = "pseudohypoparathyroidism-associated"
+    ids = spelling(word)
+    assert len(ids) == WORD_BYTES
+    assert bytes(i - 1 for i in ids).decode() == word[: WORD_BYTES // 2] + word[-WORD_BYTES // 2 :]
+    assert spelling("é") == [0xC3 + 1, 0xA9 + 1]  # UTF-8 bytes, shifted past padding
+
+
+def test_a_spelling_head_adds_to_word_first_tokens_only():
+    torch.manual_seed(0)
+    head = TokenClassificationHead(hidden_size=D, num_labels=L, characters=8)
+    embeds_BTD = torch.randn(1, 4, D)
+    moved_BTD = head.trunk_input(embeds_BTD, word_bytes(["cancer", None, "of", None]))
+    changed = (moved_BTD != embeds_BTD).any(-1)[0].tolist()
+    assert changed == [True, False, True, False]
+    with pytest.raises(ValueError, match="word_bytes"):
+        head.trunk_input(embeds_BTD, None)
+    plain = TokenClassificationHead(hidden_size=D, num_labels=L)
+    assert plain.trunk_input(embeds_BTD, None) is embeds_BTD

@@ -27,6 +27,7 @@ from core_model.train.adapters import (
     load_adapter_state,
     load_for_inference,
     load_task_model,
+    save_task_model,
     train_adapter,
 )
 from core_model.train.examples import IGNORE_INDEX, Encoded, collate, encode_example, read_examples
@@ -317,9 +318,11 @@ def test_a_bad_jsonl_line_is_named_with_file_and_line(tmp_path, task, line, mess
     assert len(read_examples(path, task)) == 1
 
 
-def tagger(tokenizer, *, bidirectional: bool, seed: int = 0):
+def tagger(tokenizer, *, bidirectional: bool, seed: int = 0, characters: int = 0):
     torch.manual_seed(seed)
-    config = AdapterTrainingConfig(rank=2, bidirectional=bidirectional, max_length=64, batch_size=8, lr=5e-3)
+    config = AdapterTrainingConfig(
+        rank=2, bidirectional=bidirectional, max_length=64, batch_size=8, lr=5e-3, characters=characters
+    )
     labels = ["B-Disease", "I-Disease", "O"]
     return build_task_model(
         load_model("tiny"), tokenizer, task="token-classification", labels=labels, config=config
@@ -337,6 +340,36 @@ def test_a_bidirectional_tagger_reads_the_words_after_each_word(tokenizer):
         assert torch.equal(first, second) != bidirectional
     saved = tagger(tokenizer, bidirectional=True).head.config
     assert saved["bidirectional"] is True  # written to head_config.json, so a reload reads both ways
+
+
+def test_a_tagger_with_characters_reads_each_words_spelling(tokenizer, tmp_path, monkeypatch):
+    model = tagger(tokenizer, bidirectional=True, characters=8).eval()
+    sentences = ncbi("devel", 12)
+    label_ids = {label: i for i, label in enumerate(model.labels)}
+    encoded = [
+        encode_example(tokenizer, "token-classification", s, label_ids=label_ids, max_length=64)
+        for s in sentences
+    ]
+    batch = collate(encoded, pad_id=0, device="cpu")
+    assert batch["word_bytes"].shape[:2] == batch["input_ids"].shape
+    respelled = batch["word_bytes"].clone()
+    respelled[0, encoded[0].word_positions[0], 0] += 1  # the first word's first letter, changed
+    with torch.no_grad():
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["word_bytes"])
+        assert not torch.equal(logits[0], model(batch["input_ids"], batch["attention_mask"], respelled)[0])
+        assert torch.equal(logits[1:], model(batch["input_ids"], batch["attention_mask"], respelled)[1:])
+        monkeypatch.setattr(Packing, "pays", property(lambda self: False))
+        padded = model(batch["input_ids"], batch["attention_mask"], batch["word_bytes"])
+    torch.testing.assert_close(logits, padded, rtol=1e-4, atol=1e-5)  # packed: the same spelling per word
+    with pytest.raises(ValueError, match="word_bytes"):
+        model(batch["input_ids"], batch["attention_mask"])
+    words = [s["tokens"] for s in sentences]
+    save_task_model(
+        model, tmp_path, {}, config=AdapterTrainingConfig(rank=2, characters=8), base_source="tiny"
+    )
+    reloaded = load_task_model(load_model("tiny"), tmp_path, tokenizer=tokenizer)
+    assert reloaded.head.config["characters"] == 8
+    assert reloaded.tag_with_scores(words) == model.tag_with_scores(words)
 
 
 def test_fine_tune_lowers_the_loss_and_fedprox_keeps_the_update_closer(tokenizer):
