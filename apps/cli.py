@@ -400,6 +400,8 @@ def _add_options(parser: argparse.ArgumentParser, defaults: object) -> None:
             parser.add_argument(flag, nargs="+", default=list(value), help=f"default {' '.join(value)}")
         elif value is None:
             parser.add_argument(flag, type=int, default=None, help="default: once per epoch")
+        elif isinstance(value, bool):  # --flag / --no-flag: type=bool would read "False" as True
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         else:
             parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
 

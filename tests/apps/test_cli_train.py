@@ -8,6 +8,7 @@ import json
 
 from apps.cli import main
 from core_model.datasets import dataset_dir
+from core_model.tagging import read_tagged
 
 
 def write_jsonl(path, rows):
@@ -37,6 +38,19 @@ def test_train_adapter_writes_a_peft_directory_with_head_and_metrics(checkpoint,
         assert (out / name).exists(), name
     assert json.loads((out / "labels.json").read_text()) == ["card_arrival", "lost_or_stolen_card"]
     assert json.loads((out / "metrics.json").read_text())["task"] == "sequence-classification"
+
+
+def test_train_adapter_sets_the_token_heads_options_from_flags(checkpoint, tmp_path):
+    sentences = read_tagged(dataset_dir("ncbi_disease") / "train.tsv")[:12]
+    data = write_jsonl(tmp_path / "train.jsonl", sentences)
+    argv = ["train", "adapter", "--task", "token-classification", "--model", str(checkpoint)]
+    argv += ["--train", str(data), "--dev", str(data), "--epochs", "1", "--rank", "2", "--no-progress"]
+    runs = [([], False, 0), (["--bidirectional", "--characters", "8"], True, 8)]
+    for flags, bidirectional, characters in runs:
+        out = tmp_path / f"tagger{characters}"
+        assert main([*argv, "--out", str(out), *flags]) == 0
+        head = json.loads((out / "head_config.json").read_text())["config"]
+        assert (head["bidirectional"], head["characters"]) == (bidirectional, characters)
 
 
 def test_train_adapter_names_the_file_and_line_of_a_bad_example(checkpoint, tmp_path, capsys):
