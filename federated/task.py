@@ -36,7 +36,7 @@ class FederatedTask:
     characters: int = 64  # token classification: the head's spelling encoder width (0: none)
     max_length: int = 192
     batch_size: int = 16
-    lr: float = 4e-3  # a site's AdamW learning rate in round 1; later rounds decay it (cosine)
+    lr: float = 2e-3  # a site's AdamW learning rate in round 1; later rounds decay it (cosine)
     local_epochs: int = 1  # passes over a site's records per round
     seed: int = 0
 
