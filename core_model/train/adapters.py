@@ -133,6 +133,11 @@ class TaskModel(nn.Module):
     def device(self) -> torch.device:
         return self.base.embed_tokens.weight.device
 
+    @property
+    def reads_spelling(self) -> bool:
+        """True when the head reads each word's spelling: its batches need collate's word_bytes."""
+        return isinstance(self.head, TokenClassificationHead) and self.head.spelling is not None
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -239,7 +244,7 @@ class TaskModel(nn.Module):
         try:
             for start in range(0, len(encoded), batch_size):
                 chunk = encoded[start : start + batch_size]
-                batch = collate(chunk, pad_id=pad_id, device=self.device)
+                batch = collate(chunk, pad_id=pad_id, device=self.device, word_bytes=self.reads_spelling)
                 yield chunk, batch, self(batch["input_ids"], batch["attention_mask"], batch.get("word_bytes"))
         finally:
             if was_training:
@@ -533,7 +538,7 @@ def _step(
     """One optimiser step on `chunk`; with `anchor` (the trainable tensors' starting values) the
     loss adds FedProx's proximal term mu / 2 * ||w - anchor||^2. Returns the task loss."""
     model.train()
-    loss = model.loss(collate(chunk, pad_id=pad_id, device=model.device))
+    loss = model.loss(collate(chunk, pad_id=pad_id, device=model.device, word_bytes=model.reads_spelling))
     objective = loss
     if anchor is not None and proximal_mu > 0:
         drift = sum(((p - a) ** 2).sum() for p, a in zip(trainable, anchor, strict=True))

@@ -191,9 +191,12 @@ def spelling(word: str) -> list[int]:
     return ids if len(ids) <= WORD_BYTES else ids[:half] + ids[-half:]
 
 
-def collate(batch: list[Encoded], *, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask [B, T] and labels ([B, T] or [B]); with words,
-    word_bytes [B, T, WORD_BYTES]: each word's `spelling` at its first token, zeros elsewhere."""
+def collate(
+    batch: list[Encoded], *, pad_id: int, device: torch.device, word_bytes: bool = False
+) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask [B, T] and labels ([B, T] or [B]); with
+    `word_bytes` (for a head that reads spellings), word_bytes [B, T, WORD_BYTES]: each word's
+    `spelling` at its first token, zeros elsewhere."""
     T = max(len(e.input_ids) for e in batch)
     ids_BT = torch.full((len(batch), T), pad_id, dtype=torch.long)
     mask_BT = torch.zeros(len(batch), T, dtype=torch.long)
@@ -208,12 +211,18 @@ def collate(batch: list[Encoded], *, pad_id: int, device: torch.device) -> dict[
         for row, example in enumerate(batch):
             labels_BT[row, : len(example.labels)] = torch.tensor(example.labels)  # type: ignore[arg-type]
         out["labels"] = labels_BT.to(device)
-    if all(e.words is not None and e.word_positions is not None for e in batch):
-        bytes_BTC = torch.zeros(len(batch), T, WORD_BYTES, dtype=torch.long)
-        for row, example in enumerate(batch):
-            for word, position in zip(example.words, example.word_positions, strict=True):  # type: ignore[arg-type]
-                if position is not None:
-                    ids = spelling(word)
-                    bytes_BTC[row, position, : len(ids)] = torch.tensor(ids)
-        out["word_bytes"] = bytes_BTC.to(device)
+    if word_bytes:
+        out["word_bytes"] = _word_bytes(batch, T).to(device)
     return out
+
+
+def _word_bytes(batch: list[Encoded], T: int) -> torch.Tensor:
+    bytes_BTC = torch.zeros(len(batch), T, WORD_BYTES, dtype=torch.long)
+    for row, example in enumerate(batch):
+        if example.words is None or example.word_positions is None:
+            raise ValueError("word_bytes needs token-classification examples (their words and positions)")
+        for word, position in zip(example.words, example.word_positions, strict=True):
+            if position is not None:
+                ids = spelling(word)
+                bytes_BTC[row, position, : len(ids)] = torch.tensor(ids)
+    return bytes_BTC

@@ -350,7 +350,8 @@ def test_a_tagger_with_characters_reads_each_words_spelling(tokenizer, tmp_path,
         encode_example(tokenizer, "token-classification", s, label_ids=label_ids, max_length=64)
         for s in sentences
     ]
-    batch = collate(encoded, pad_id=0, device="cpu")
+    assert model.reads_spelling and "word_bytes" not in collate(encoded, pad_id=0, device="cpu")
+    batch = collate(encoded, pad_id=0, device="cpu", word_bytes=model.reads_spelling)
     assert batch["word_bytes"].shape[:2] == batch["input_ids"].shape
     respelled = batch["word_bytes"].clone()
     respelled[0, encoded[0].word_positions[0], 0] += 1  # the first word's first letter, changed
