@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from .crf import BLOCKED, Transitions, viterbi
+
 # A number with its thousands and decimal separators (1,250.50) is one word; so is any run of word
 # characters; any other non-space character is a word of its own.
 WORD_PATTERN = re.compile(r"\d+(?:[.,]\d+)*|\w+|[^\w\s]")
@@ -180,26 +182,19 @@ def is_bio(labels: list[str]) -> bool:
     return "O" in labels and all(t == "O" or (t[:2] in ("B-", "I-") and len(t) > 2) for t in labels)
 
 
+def bio_transitions(labels: list[str]) -> Transitions:
+    """The BIO tag set's rules as transition scores: 0 where allowed, crf.BLOCKED where an I-X
+    would follow anything but B-X or I-X (or open the sentence)."""
+    inside = [t[2:] if t.startswith("I-") else None for t in labels]
+    allowed_LL = torch.tensor([[x is None or labels[i][2:] == x for x in inside] for i in range(len(labels))])
+    opens_L = torch.tensor([x is None for x in inside])
+    zero, blocked = torch.tensor(0.0), torch.tensor(BLOCKED)
+    pairs_LL, start_L = torch.where(allowed_LL, zero, blocked), torch.where(opens_L, zero, blocked)
+    return Transitions(pairs_LL, start_L, torch.zeros(len(labels)))
+
+
 def bio_viterbi(logprobs_WL: torch.Tensor, labels: list[str]) -> list[int]:
     """The most likely tag sequence of one sentence (word log-probabilities [W, L]) in which every
     I-X follows a B-X or an I-X: a tagger's word-by-word argmax can open an entity with I-X or
     switch type mid-entity, which exact-span scoring counts as a wrong entity."""
-    W, L = logprobs_WL.shape
-    if W == 0:
-        return []
-    inside = [t[2:] if t.startswith("I-") else None for t in labels]
-    allowed_LL = torch.tensor(
-        [[inside[j] is None or labels[i][2:] == inside[j] for j in range(L)] for i in range(L)]
-    )  # allowed[previous, next]
-    blocked = torch.tensor(float("-inf"))
-    score_L = torch.where(torch.tensor([x is None for x in inside]), logprobs_WL[0], blocked)
-    back = []
-    for w in range(1, W):
-        candidates_LL = torch.where(allowed_LL, score_L[:, None], blocked)  # [previous, next]
-        best_L, previous_L = candidates_LL.max(0)
-        score_L = best_L + logprobs_WL[w]
-        back.append(previous_L)
-    path = [int(score_L.argmax())]
-    for previous_L in reversed(back):
-        path.append(int(previous_L[path[-1]]))
-    return path[::-1]
+    return viterbi(logprobs_WL.float(), bio_transitions(labels))

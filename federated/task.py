@@ -34,6 +34,7 @@ class FederatedTask:
     targets: tuple[str, ...] = DEFAULT_TARGETS
     bidirectional: bool = True  # token classification: the trunk reads the whole sentence
     characters: int = 64  # token classification: the head's spelling encoder width (0: none)
+    crf: bool = True  # token classification: the head learns tag transitions (a linear-chain CRF)
     max_length: int = 192
     batch_size: int = 16
     lr: float = 2e-3  # a site's AdamW learning rate in round 1; later rounds decay it (cosine)
@@ -54,6 +55,7 @@ class FederatedTask:
         settings = dict(
             rank=self.rank, alpha=self.alpha, targets=self.targets, bidirectional=self.bidirectional,
             characters=self.characters if self.task == "token-classification" else 0,
+            crf=self.crf and self.task == "token-classification",
             max_length=self.max_length, batch_size=self.batch_size, lr=self.lr,
             epochs=self.local_epochs, seed=self.seed, patience=0, warmup_ratio=0.0,
         )  # fmt: skip

@@ -37,12 +37,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_model
+from ..crf import Transitions, marginals, negative_log_likelihood, sentence_scores, viterbi
 from ..engine.lora import CONFIG_FILE, read_adapter, save_adapter
 from ..heads import Head, SequenceClassificationHead, TokenClassificationHead
 from ..model import MoEForCausalLM
 from ..moe import use_dense_experts
 from ..packing import Packing
-from ..tagging import bio_viterbi, is_bio
+from ..tagging import bio_transitions, bio_viterbi, is_bio
 from ..tokenizer import Tokenizer, load_tokenizer
 from .examples import IGNORE_INDEX, TASKS, Encoded, check_example, collate, encode_example, encode_words
 from .lora import DEFAULT_TARGETS, inject_lora, lora_layers, lora_weights, merge_lora
@@ -79,6 +80,7 @@ class AdapterTrainingConfig:
     bidirectional: bool = False  # token classification: the trunk reads the whole sentence
     head_dropout: float = 0.1
     characters: int = 0  # token classification: the head's spelling encoder width (0: none)
+    crf: bool = False  # token classification: learn tag-transition scores (a linear-chain CRF)
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
@@ -174,13 +176,31 @@ class TaskModel(nn.Module):
         return self.head(hidden_BTD)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy over the labelled positions (next-token for "lm")."""
-        total, count = _loss_sum(
-            self.task,
-            self(batch["input_ids"], batch["attention_mask"], batch.get("word_bytes")),
-            batch["labels"],
-        )
+        """Mean loss per labelled position: cross-entropy (next-token for "lm"), or with a CRF
+        head each sentence's negative log-likelihood over its words."""
+        logits = self(batch["input_ids"], batch["attention_mask"], batch.get("word_bytes"))
+        total, count = self.loss_sum(logits, batch["labels"])
         return total / count.clamp(min=1)
+
+    def loss_sum(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed loss over the labelled positions, and their count."""
+        if not self.has_crf:
+            return _loss_sum(self.task, logits, labels)
+        scores_BWL, tags_BW, mask_BW = sentence_scores(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        return negative_log_likelihood(scores_BWL, tags_BW, mask_BW, self.transitions()).sum(), mask_BW.sum()
+
+    @property
+    def has_crf(self) -> bool:
+        return isinstance(self.head, TokenClassificationHead) and self.head.crf
+
+    def transitions(self) -> Transitions:
+        """A CRF head's learned transition scores plus the BIO rules when the labels are BIO tags."""
+        assert isinstance(self.head, TokenClassificationHead)
+        learned = self.head.transitions()
+        if not is_bio(self.labels):
+            return learned
+        rules = bio_transitions(self.labels).to(learned.pairs_LL.device)
+        return learned.plus(rules)
 
     @torch.no_grad()
     def classify(self, texts: list[str], *, batch_size: int = 32) -> list[tuple[str, float]]:
@@ -255,19 +275,27 @@ class TaskModel(nn.Module):
         return [[i for i, _ in row] for row in self.decode_words(chunk, logits_BTL)]
 
     def decode_words(self, chunk: list[Encoded], logits_BTL: torch.Tensor) -> list[list[tuple[int, float]]]:
-        """(tag id, its probability) per word, read at each word's first sub-token. A BIO tag set
-        is decoded as a whole sentence (tagging.bio_viterbi: no I-X without its B-X); any other
-        word by word. Words cut off by max_length get "O" (else label 0) with probability 1."""
+        """(tag id, its probability) per word, read at each word's first sub-token. With a CRF head
+        each sentence is decoded as a whole (crf.viterbi) and the probability is the tag's
+        marginal; else a BIO tag set is decoded as a whole sentence (tagging.bio_viterbi: no I-X
+        without its B-X), any other word by word. Words cut off by max_length get "O" (else
+        label 0) with probability 1."""
         fallback = self.labels.index("O") if "O" in self.labels else 0
-        logprobs_BTL = logits_BTL.float().log_softmax(-1).cpu()
+        crf = self.has_crf
+        transitions = self.transitions().to("cpu") if crf else None
+        scores_BTL = logits_BTL.float().cpu() if crf else logits_BTL.float().log_softmax(-1).cpu()
         bio = is_bio(self.labels)
         out = []
         for row, example in enumerate(chunk):
             positions = example.word_positions or []
             kept = [p for p in positions if p is not None]
-            words_WL = logprobs_BTL[row, kept]
-            best = bio_viterbi(words_WL, self.labels) if bio else words_WL.argmax(-1).tolist()
-            found = iter(zip(best, words_WL.exp()[torch.arange(len(kept)), best].tolist(), strict=True))
+            words_WL = scores_BTL[row, kept]
+            if transitions is not None:
+                best, probs_WL = viterbi(words_WL, transitions), marginals(words_WL, transitions)
+            else:
+                best = bio_viterbi(words_WL, self.labels) if bio else words_WL.argmax(-1).tolist()
+                probs_WL = words_WL.exp()
+            found = iter(zip(best, probs_WL[torch.arange(len(kept)), best].tolist(), strict=True))
             out.append([(fallback, 1.0) if p is None else next(found) for p in positions])
         return out
 
@@ -321,7 +349,7 @@ def evaluate(model: TaskModel, examples: list[Encoded], *, batch_size: int = 32)
     predicted: list[int] = []
     words_pred: list[list[int]] = []
     for chunk, batch, logits in model.predict_batches(examples, batch_size=batch_size):
-        loss_sum, labelled = _loss_sum(model.task, logits, batch["labels"])
+        loss_sum, labelled = model.loss_sum(logits, batch["labels"])
         total_loss, count = total_loss + float(loss_sum), count + int(labelled)
         if model.task == "sequence-classification":
             gold += [e.labels for e in chunk]  # type: ignore[misc]
@@ -416,6 +444,7 @@ def build_task_model(
         else:
             settings["bidirectional"] = config.bidirectional
             settings["characters"] = config.characters
+            settings["crf"] = config.crf
         weight = base.embed_tokens.weight
         head = HEADS[task](**settings).to(device=weight.device, dtype=weight.dtype)
     return TaskModel(base, head, task=task, labels=labels, tokenizer=tokenizer, max_length=config.max_length)

@@ -45,12 +45,12 @@ def test_train_adapter_sets_the_token_heads_options_from_flags(checkpoint, tmp_p
     data = write_jsonl(tmp_path / "train.jsonl", sentences)
     argv = ["train", "adapter", "--task", "token-classification", "--model", str(checkpoint)]
     argv += ["--train", str(data), "--dev", str(data), "--epochs", "1", "--rank", "2", "--no-progress"]
-    runs = [([], False, 0), (["--bidirectional", "--characters", "8"], True, 8)]
-    for flags, bidirectional, characters in runs:
-        out = tmp_path / f"tagger{characters}"
+    runs = [([], (False, 0, False)), (["--bidirectional", "--characters", "8", "--crf"], (True, 8, True))]
+    for n, (flags, expected) in enumerate(runs):
+        out = tmp_path / f"tagger{n}"
         assert main([*argv, "--out", str(out), *flags]) == 0
         head = json.loads((out / "head_config.json").read_text())["config"]
-        assert (head["bidirectional"], head["characters"]) == (bidirectional, characters)
+        assert (head["bidirectional"], head["characters"], head["crf"]) == expected
 
 
 def test_train_adapter_names_the_file_and_line_of_a_bad_example(checkpoint, tmp_path, capsys):

@@ -138,3 +138,14 @@ def test_a_spelling_head_adds_to_word_first_tokens_only():
         head.trunk_input(embeds_BTD, None)
     plain = TokenClassificationHead(hidden_size=D, num_labels=L)
     assert plain.trunk_input(embeds_BTD, None) is embeds_BTD
+
+
+def test_a_crf_head_keeps_its_transition_scores_in_its_state():
+    head = TokenClassificationHead(hidden_size=D, num_labels=L, crf=True)
+    assert {"pair_scores", "start_scores", "end_scores"} <= head.state_dict().keys()
+    assert head.transitions().pairs_LL.shape == (L, L)
+    rebuilt = TokenClassificationHead.from_config(head.config)
+    rebuilt.load_state_dict(head.state_dict())
+    assert rebuilt.crf
+    with pytest.raises(ValueError, match="no CRF"):
+        TokenClassificationHead(hidden_size=D, num_labels=L).transitions()

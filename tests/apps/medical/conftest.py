@@ -31,11 +31,11 @@ def ncbi(split: str, count: int) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def ner_adapter(checkpoint, tmp_path_factory) -> Path:
-    """A bidirectional disease tagger that reads spellings, as the federation's, on the tiny
-    checkpoint (a few seconds of training)."""
+    """A bidirectional disease tagger that reads spellings and learns tag transitions (CRF), as the
+    federation's, on the tiny checkpoint (a few seconds of training)."""
     out = tmp_path_factory.mktemp("ner_adapter")
     config = AdapterTrainingConfig(
-        rank=2, bidirectional=True, characters=8, epochs=2, batch_size=8, lr=1e-2, max_length=64
+        rank=2, bidirectional=True, characters=8, crf=True, epochs=2, batch_size=8, lr=1e-2, max_length=64
     )
     tokenizer = load_tokenizer(str(checkpoint))
     train, dev = ncbi("train", 48), ncbi("devel", 8)

@@ -318,10 +318,16 @@ def test_a_bad_jsonl_line_is_named_with_file_and_line(tmp_path, task, line, mess
     assert len(read_examples(path, task)) == 1
 
 
-def tagger(tokenizer, *, bidirectional: bool, seed: int = 0, characters: int = 0):
+def tagger(tokenizer, *, bidirectional: bool, seed: int = 0, characters: int = 0, crf: bool = False):
     torch.manual_seed(seed)
     config = AdapterTrainingConfig(
-        rank=2, bidirectional=bidirectional, max_length=64, batch_size=8, lr=5e-3, characters=characters
+        rank=2,
+        bidirectional=bidirectional,
+        max_length=64,
+        batch_size=8,
+        lr=5e-3,
+        characters=characters,
+        crf=crf,
     )
     labels = ["B-Disease", "I-Disease", "O"]
     return build_task_model(
@@ -386,6 +392,31 @@ def test_fine_tune_lowers_the_loss_and_fedprox_keeps_the_update_closer(tokenizer
         assert evaluate_examples(model, train)["loss"] < before
         drift[mu] = sum(float(((v - start[k]) ** 2).sum()) for k, v in adapter_state(model).items())
     assert drift[1.0] < drift[0.0]
+
+
+def test_a_crf_tagger_trains_its_transitions_and_decodes_whole_sentences_with_them(tokenizer, tmp_path):
+    model = tagger(tokenizer, bidirectional=True, crf=True)
+    assert {"head.pair_scores", "head.start_scores", "head.end_scores"} <= adapter_state(model).keys()
+    train = ncbi("train", 32)
+    before = evaluate_examples(model, train)["loss"]
+    fine_tune(
+        model, train, config=AdapterTrainingConfig(rank=2, max_length=64, batch_size=8, lr=1e-2, epochs=2)
+    )
+    assert evaluate_examples(model, train)["loss"] < before
+    o, inside = model.labels.index("O"), model.labels.index("I-Disease")
+    assert model.head.pair_scores.abs().sum() > 0  # learned from the tag sequences
+    assert model.head.pair_scores[o, inside] == 0  # the BIO rule forbids O then I-: nothing to learn
+    words = [s["tokens"] for s in ncbi("devel", 6)]
+    with torch.no_grad():
+        model.head.start_scores[model.labels.index("B-Disease")] = 100.0  # every sentence opens a mention
+    model.eval()
+    scored = model.tag_with_scores(words)
+    assert all(row[0][0] == "B-Disease" and row[0][1] > 0.99 for row in scored)
+    assert all(0 < p <= 1 for row in scored for _, p in row)
+    save_task_model(model, tmp_path, {}, config=AdapterTrainingConfig(rank=2, crf=True), base_source="tiny")
+    reloaded = load_task_model(load_model("tiny"), tmp_path, tokenizer=tokenizer)
+    assert reloaded.head.config["crf"] is True
+    assert reloaded.tag_with_scores(words) == scored
 
 
 def test_tag_with_scores_gives_each_word_its_probability(tokenizer):
