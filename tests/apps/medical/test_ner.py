@@ -2,6 +2,8 @@
 entity is a character span of the text it came from."""
 
 from apps.medical.ner import WINDOW_WORDS, EntityRecognizer
+from apps.medical.settings import SHIPPED_ADAPTER
+from core_model.train.metrics import entity_scores
 
 from .conftest import ncbi
 
@@ -28,3 +30,11 @@ def test_a_window_is_tagged_as_the_tagger_tags_its_words(ner_adapter):
         t.startswith("B-") or (t.startswith("I-") and (i == 0 or tags[i - 1] == "O"))
         for i, t in enumerate(tags)
     )
+
+
+def test_the_shipped_recogniser_finds_the_diseases_of_test_sentences():
+    recognizer = EntityRecognizer.load(SHIPPED_ADAPTER)  # on the embedded model, as the app serves it
+    sentences = ncbi("test", 60)
+    predicted = recognizer.model.tag([s["tokens"] for s in sentences])
+    scores = entity_scores([s["tags"] for s in sentences], predicted)
+    assert scores["f1"] > 0.6, scores  # 0.775 on the whole test set
