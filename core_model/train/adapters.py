@@ -281,9 +281,10 @@ class TaskModel(nn.Module):
         without its B-X), any other word by word. Words cut off by max_length get "O" (else
         label 0) with probability 1."""
         fallback = self.labels.index("O") if "O" in self.labels else 0
-        crf = self.has_crf
-        transitions = self.transitions().to("cpu") if crf else None
-        scores_BTL = logits_BTL.float().cpu() if crf else logits_BTL.float().log_softmax(-1).cpu()
+        transitions = self.transitions().to("cpu") if self.has_crf else None
+        scores_BTL = logits_BTL.float().cpu()
+        if transitions is None:
+            scores_BTL = scores_BTL.log_softmax(-1)
         bio = is_bio(self.labels)
         out = []
         for row, example in enumerate(chunk):
