@@ -2,14 +2,14 @@
 Lample et al. 2016): a learned score for each pair of consecutive tags, for the first tag and
 for the last, added to the word scores. The model is trained on the whole sentence's tag
 sequence (`negative_log_likelihood`) and decoded as a whole (`viterbi`), so a tag that rarely
-follows another (O then I-X, B-X then B-X inside one mention) costs what the data says it costs.
+follows another (B-X then B-X: two mentions side by side) costs what the data says it costs.
 
     nll_B = negative_log_likelihood(scores_BWL, tags_BW, mask_BW, transitions)
     path = viterbi(scores_WL, transitions)            # the best tag ids of one sentence
     probs_WL = marginals(scores_WL, transitions)     # each word's tag probabilities
 
-`Transitions` holds the three score tensors; `blocked` forbids pairs outright (a BIO tag set's
-I-X after anything but B-X or I-X: see tagging.bio_transitions).
+`Transitions` holds the three score tensors; a score of `BLOCKED` forbids a pair outright (a BIO
+tag set's I-X after anything but B-X or I-X: see tagging.bio_transitions).
 
 Legend: B batch, W words, L labels.
 """
@@ -30,10 +30,6 @@ class Transitions:
     pairs_LL: torch.Tensor
     start_L: torch.Tensor
     end_L: torch.Tensor
-
-    @classmethod
-    def zeros(cls, labels: int) -> Transitions:
-        return cls(torch.zeros(labels, labels), torch.zeros(labels), torch.zeros(labels))
 
     def to(self, device: torch.device | str) -> Transitions:
         """Detached float32 copies on `device`."""
