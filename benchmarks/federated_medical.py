@@ -172,7 +172,8 @@ def bench_split(mode: str, args) -> dict:
 
     shares = split_corpus(args.data["train"], SITES, mode=mode)
     with tempfile.TemporaryDirectory() as scratch:
-        result = federate(args.task, shares, args.data["test"], rounds=args.rounds, root=Path(scratch))
+        root, test = Path(scratch), args.data["test"]
+        result = federate(args.task, shares, test, rounds=args.rounds, root=root, server_lr=args.server_lr)
         if mode == "even" and args.keep_adapter:
             shutil.rmtree(args.keep_adapter, ignore_errors=True)
             shutil.copytree(Path(scratch) / "registry" / "medical", args.keep_adapter)
@@ -213,6 +214,7 @@ def bench_dp(args) -> dict:
                 root=Path(scratch),
                 dp_noise=noise,
                 dp_clip=args.dp_clip,
+                server_lr=args.server_lr,
             )
     return out
 
@@ -286,6 +288,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=8, help="federated rounds = epochs of the others")
     parser.add_argument("--lr", type=float, help="learning rate of every section (default: the task's)")
     parser.add_argument(
+        "--server-lr", type=float,
+        help="the server's step along the sites' mean update (default: the medical federation's)",
+    )  # fmt: skip
+    parser.add_argument(
         "--dp-noise", type=comma_separated(float), default=[0.01, 0.1], help="noise multipliers"
     )
     parser.add_argument("--dp-clip", type=float, default=1.0, help="clipping norm of each site's update")
@@ -301,11 +307,16 @@ def main(argv: list[str] | None = None) -> dict:
     # (OMP_NUM_THREADS=2 made each site's round 5x slower); pooled training sets its own 2 threads.
     os.environ["OMP_NUM_THREADS"] = "1"
     args.data, args.task = corpus(args), the_task(args)
+    if args.server_lr is None:
+        from apps.medical.federation import SERVER_SETTINGS
+
+        args.server_lr = SERVER_SETTINGS.server_lr
     benches = {
         "centralized": bench_centralized, "even": lambda a: bench_split("even", a),
         "skewed": lambda a: bench_split("skewed", a), "single_sites": bench_single_sites, "dp": bench_dp,
     }  # fmt: skip
     report: dict = {"environment": environment(["cpu"]), "quick": args.quick, "rounds": args.rounds}
+    report["server_lr"] = args.server_lr
     report["task"] = args.task.to_config()
     report["bytes"] = model_bytes(args.task)
     run_sections(report, sections=SECTIONS, chosen=args.sections, benches=benches, args=args, out=args.out)

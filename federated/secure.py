@@ -84,16 +84,19 @@ def secure_local_train(site: Site, msg: Message) -> Message:
 
 
 class RecordedLegacyFedAvg(LegacyFedAvg):
-    """Flower's legacy FedAvg noting what each round trained on, for the round record."""
+    """Flower's legacy FedAvg noting what each round trained on, for the round record, and taking
+    the server's step (server.server_step) from the unmasked mean."""
 
-    def __init__(self, *, payload: int, **kwargs: Any) -> None:
+    def __init__(self, *, payload: int, server_lr: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.payload = payload
+        self.payload, self.server_lr = payload, server_lr
         self.current: dict[str, Any] = {}
+        self.sent: list[np.ndarray] = []
 
     def configure_fit(self, server_round, parameters, client_manager):
         instructions = super().configure_fit(server_round, parameters, client_manager)
         self.current = {"started": time.monotonic(), "bytes_down": self.payload * len(instructions)}
+        self.sent = parameters_to_ndarrays(parameters)
         return instructions
 
     def aggregate_fit(self, server_round, results, failures):
@@ -103,7 +106,13 @@ class RecordedLegacyFedAvg(LegacyFedAvg):
             site_losses={str(res.metrics["site"]): float(res.metrics["train-loss"]) for _, res in results},
             bytes_up=self.payload * len(results),
         )  # fmt: skip
-        return super().aggregate_fit(server_round, results, failures)
+        mean, metrics = super().aggregate_fit(server_round, results, failures)
+        if mean is None or self.server_lr == 1.0:
+            return mean, metrics
+        from .server import server_step
+
+        stepped = server_step(self.sent, parameters_to_ndarrays(mean), self.server_lr)
+        return ndarrays_to_parameters(stepped), metrics
 
 
 def run_secure_federation(
@@ -134,7 +143,7 @@ def run_secure_federation(
         return 0.0, {}
 
     strategy = RecordedLegacyFedAvg(
-        payload=payload, fraction_fit=settings.fraction, fraction_evaluate=0.0,
+        payload=payload, server_lr=settings.server_lr, fraction_fit=settings.fraction, fraction_evaluate=0.0,
         min_fit_clients=settings.min_sites, min_available_clients=settings.min_sites,
         on_fit_config_fn=fit_config, evaluate_fn=evaluate,
         initial_parameters=ndarrays_to_parameters([initial[n].numpy() for n in names]),

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx, Strategy
 
@@ -50,6 +51,7 @@ class ServerSettings:
     fraction: float = 1.0  # of the connected sites sampled each round
     strategy: str = "fedavg"
     proximal_mu: float = 0.01  # FedProx
+    server_lr: float = 1.0  # the server's step along the sites' mean update (1: the mean itself)
     dp_noise: float = 0.0  # > 0: server-side fixed clipping, Gaussian noise of this multiplier
     dp_clip: float = 1.0  # the clipping norm of each site's update
     secure_aggregation: bool = False  # SecAgg+ (secure.py): slower; no per-site evaluation, no DP
@@ -63,6 +65,8 @@ class ServerSettings:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
         if self.rounds < 1 or self.min_sites < 1:
             raise ValueError("rounds and min_sites must be >= 1")
+        if self.server_lr <= 0:
+            raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.secure_aggregation and self.dp_noise > 0:
@@ -88,6 +92,13 @@ def round_lr(task: FederatedTask, round_number: int, rounds: int) -> float:
     """Cosine decay of the sites' learning rate over the rounds, from `task.lr` to a tenth of it."""
     progress = (round_number - 1) / max(rounds - 1, 1)
     return task.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def server_step(sent: list[np.ndarray], mean: list[np.ndarray], lr: float) -> list[np.ndarray]:
+    """sent + lr x (mean - sent): the server's step along the sites' mean update (FedOpt's server
+    SGD without momentum). Above 1 it extrapolates: averaging sites that drifted apart shortens
+    the step each took. Applied after aggregation (and after DP's noise, so DP's guarantee holds)."""
+    return [(a + lr * (b - a)).astype(b.dtype) for a, b in zip(sent, mean, strict=True)]
 
 
 def payload_bytes(arrays: ArrayRecord) -> int:
@@ -122,12 +133,14 @@ def pool_evaluations(replies: list[RecordDict], weighted_by_key: str) -> MetricR
 
 
 class RecordedStrategy(Strategy):
-    """Wraps a strategy: sets each round's learning rate, and notes what a round sends and
-    receives (sites, records, losses, payload bytes, failures, time) for the round record."""
+    """Wraps a strategy: sets each round's learning rate, takes the server's step, and notes what
+    a round sends and receives (sites, records, losses, payload bytes, failures, time) for the
+    round record."""
 
-    def __init__(self, inner: Strategy, task: FederatedTask, rounds: int) -> None:
-        self.inner, self.task, self.rounds = inner, task, rounds
+    def __init__(self, inner: Strategy, task: FederatedTask, rounds: int, server_lr: float = 1.0) -> None:
+        self.inner, self.task, self.rounds, self.server_lr = inner, task, rounds, server_lr
         self.current: dict[str, Any] = {}
+        self.sent: ArrayRecord | None = None
 
     def summary(self) -> None:
         self.inner.summary()
@@ -138,6 +151,7 @@ class RecordedStrategy(Strategy):
         config = ConfigRecord({**config, "lr": round_lr(self.task, server_round, self.rounds)})
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self.current = {"started": time.monotonic(), "bytes_down": payload_bytes(arrays) * len(messages)}
+        self.sent = arrays
         return messages
 
     def aggregate_train(
@@ -162,7 +176,14 @@ class RecordedStrategy(Strategy):
                     reply.metadata.src_node_id,
                     reply.error.reason,
                 )
-        return self.inner.aggregate_train(server_round, replies)
+        mean, metrics = self.inner.aggregate_train(server_round, replies)
+        if mean is None or self.sent is None or self.server_lr == 1.0:
+            return mean, metrics
+        keys = list(mean.keys())
+        stepped = server_step(
+            [self.sent[k].numpy() for k in keys], [mean[k].numpy() for k in keys], self.server_lr
+        )
+        return ArrayRecord({k: Array(a) for k, a in zip(keys, stepped, strict=True)}), metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -196,7 +217,7 @@ def build_strategy(task: FederatedTask, settings: ServerSettings) -> RecordedStr
             clipping_norm=settings.dp_clip,
             num_sampled_clients=settings.min_sites,
         )
-    return RecordedStrategy(inner, task, settings.rounds)
+    return RecordedStrategy(inner, task, settings.rounds, settings.server_lr)
 
 
 def run_federation(grid: Grid, context: Context, task: FederatedTask, settings: ServerSettings) -> int:

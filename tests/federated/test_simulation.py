@@ -12,6 +12,7 @@ import torch
 from flwr.simulation import run_simulation
 from safetensors.torch import load_file
 
+from core_model.train.adapters import save_task_model
 from core_model.train.registry import AdapterRegistry
 from federated.privacy import epsilon
 from federated.records import RoundStore
@@ -144,12 +145,13 @@ def test_fedprox_under_server_side_differential_privacy(task, sites, tmp_path):
 
 def test_secure_aggregation_gives_the_plain_federation_average(task, sites, tmp_path):
     """SecAgg+ (quantised masks) over one round lands where plain FedAvg does, within the
-    quantisation step; per-site records still name who took part."""
+    quantisation step, both with the server stepping twice as far as the sites' mean (server_lr
+    2); per-site records still name who took part."""
     results = {}
     for secure in (False, True):
         root = tmp_path / ("secure" if secure else "plain")
         settings = ServerSettings(
-            adapter="ner", rounds=1, min_sites=3, secure_aggregation=secure,
+            adapter="ner", rounds=1, min_sites=3, secure_aggregation=secure, server_lr=2.0,
             database=f"sqlite:///{root / 'rounds.db'}", registry=str(root / "registry"),
         )  # fmt: skip
         simulate(task, sites, settings)
@@ -163,3 +165,31 @@ def test_secure_aggregation_gives_the_plain_federation_average(task, sites, tmp_
         results[secure] = load_file(str(root / "registry" / "ner" / "head.safetensors"))
     for name, plain in results[False].items():
         assert torch.allclose(results[True][name], plain, atol=1e-3), name  # masks are quantised
+
+
+def published_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    return {
+        **load_file(str(directory / "adapter_model.safetensors")),
+        **load_file(str(directory / "head.safetensors")),
+    }
+
+
+def test_a_server_learning_rate_of_2_doubles_the_step_to_the_sites_mean(fedavg_run, task, sites, tmp_path):
+    """Round 1 lands twice as far from the start as plain FedAvg's round 1:
+    start + 2 x (mean of the sites' states - start)."""
+    settings = ServerSettings(
+        adapter="ner", rounds=1, min_sites=3, server_lr=2.0,
+        database=f"sqlite:///{tmp_path / 'rounds.db'}", registry=str(tmp_path / "registry"),
+    )  # fmt: skip
+    simulate(task, sites, settings)
+    store = RoundStore(settings.database)
+    assert store.runs()[0].settings["server"]["server_lr"] == 2.0
+    store.close()
+    save_task_model(task.build(), tmp_path / "start", {}, config=task.adapter_config(), base_source=task.base)
+    start = published_tensors(tmp_path / "start")
+    mean = published_tensors(Path(fedavg_run[0].registry) / "ner-round-1")
+    stepped = published_tensors(tmp_path / "registry" / "ner")
+    assert stepped.keys() == mean.keys() == start.keys()
+    for name, value in stepped.items():
+        assert torch.allclose(value, 2 * mean[name] - start[name], atol=1e-5), name
+    assert any(not torch.allclose(mean[name], start[name]) for name in start)

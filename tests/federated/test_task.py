@@ -48,6 +48,8 @@ def test_bad_settings_are_refused_by_name(config, message):
 def test_bad_server_settings_are_refused():
     with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
         ServerSettings(strategy="fedsgd")
+    with pytest.raises(ValueError, match="server_lr must be > 0"):
+        ServerSettings(server_lr=0.0)
 
 
 def test_the_sites_learning_rate_decays_over_the_rounds():
