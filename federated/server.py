@@ -176,14 +176,14 @@ class RecordedStrategy(Strategy):
                     reply.metadata.src_node_id,
                     reply.error.reason,
                 )
-        mean, metrics = self.inner.aggregate_train(server_round, replies)
+        mean, pooled = self.inner.aggregate_train(server_round, replies)
         if mean is None or self.sent is None or self.server_lr == 1.0:
-            return mean, metrics
+            return mean, pooled
         keys = list(mean.keys())
         stepped = server_step(
             [self.sent[k].numpy() for k in keys], [mean[k].numpy() for k in keys], self.server_lr
         )
-        return ArrayRecord({k: Array(a) for k, a in zip(keys, stepped, strict=True)}), metrics
+        return ArrayRecord({k: Array(a) for k, a in zip(keys, stepped, strict=True)}), pooled
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
