@@ -19,7 +19,9 @@ from .sites import load_site
 
 ADAPTER = "medical"
 MEDICAL_TASK = FederatedTask(labels=("B-Disease", "I-Disease", "O"))
-SERVER_SETTINGS = ServerSettings(adapter=ADAPTER)
+# A server step of 1.5 times the sites' mean update: test F1 +0.016 (even split) and +0.007
+# (skewed) over plain averaging in 8 rounds; 2.0 overshot (README, the medical figures).
+SERVER_SETTINGS = ServerSettings(adapter=ADAPTER, server_lr=1.5)
 
 server = coordinator_app(MEDICAL_TASK, SERVER_SETTINGS)
 client = site_app(load_site)
