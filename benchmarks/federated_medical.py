@@ -176,7 +176,7 @@ def bench_split(mode: str, args) -> dict:
         result = federate(args.task, shares, test, rounds=args.rounds, root=root, server_lr=args.server_lr)
         if mode == "even" and args.keep_adapter:
             shutil.rmtree(args.keep_adapter, ignore_errors=True)
-            shutil.copytree(Path(scratch) / "registry" / "medical", args.keep_adapter)
+            shutil.copytree(root / "registry" / "medical", args.keep_adapter)
     result["site_sentences"] = {n: len(s["train"]) for n, s in shares.items()}
     return result
 

@@ -33,6 +33,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from core_model.train.adapters import adapter_state
 
+from .server import round_lr, server_step
 from .site import ARRAYS, METRICS, SITE, Site, local_train, number, task_from_message, to_record
 from .task import FederatedTask
 
@@ -109,8 +110,6 @@ class RecordedLegacyFedAvg(LegacyFedAvg):
         mean, metrics = super().aggregate_fit(server_round, results, failures)
         if mean is None or self.server_lr == 1.0:
             return mean, metrics
-        from .server import server_step
-
         stepped = server_step(self.sent, parameters_to_ndarrays(mean), self.server_lr)
         return ndarrays_to_parameters(stepped), metrics
 
@@ -120,8 +119,6 @@ def run_secure_federation(
 ) -> None:
     """The rounds under SecAgg+; `after_round(round, tensors, strategy.current)` scores, publishes
     and records each round, as in server.run_federation."""
-    from .server import round_lr
-
     names = tensor_names(task)
     initial = adapter_state(task.build())
     payload = sum(v.numel() * v.element_size() for v in initial.values())
