@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         "--finance-threshold", type=float, default=FinanceSettings.threshold,
         help="finance: alert when a score reaches this (default %(default)s; a request may set its own)",
     )  # fmt: skip
+    serve.add_argument(
+        "--finance-backend", choices=["torch", "onnx"], default=FinanceSettings.backend,
+        help="finance: run the scoring pass in onnxruntime (exported on first use) or PyTorch "
+        "(default: %(default)s)",
+    )  # fmt: skip
     serve.add_argument("--no-finance", action="store_true", help="leave the /finance router out")
     serve.add_argument(
         "--qc-model", default=QCSettings.model,
@@ -285,8 +290,9 @@ def run_server(args: argparse.Namespace) -> None:
     finance = None
     if not args.no_finance:
         finance = FinanceSettings(
-            database=args.finance_database, model=args.finance_model, threshold=args.finance_threshold
-        )
+            database=args.finance_database, model=args.finance_model, threshold=args.finance_threshold,
+            backend=args.finance_backend,
+        )  # fmt: skip
     industrial_qc = None
     if not args.no_qc:
         industrial_qc = QCSettings(

@@ -14,7 +14,8 @@ Sections: baselines (logistic regression, gradient-boosted trees), ours (the car
 the MoE trunk, plus the same features; its epoch count chosen on the validation weeks: what
 `verticals finance train` runs), latency (POST /finance/score over loopback HTTP at 1 and 20
 concurrent clients, `verticals serve` in its own process with the model of --keep-model, else the
-shipped one, and 37 days of history in SQLite, replaying the test week's first transactions),
+shipped one, and 37 days of history in SQLite, replaying the test week's first transactions; once
+per scoring backend, PyTorch and onnxruntime),
 continual (over the data's last weeks, a model trained once before them against the same model
 fine-tuned each week on the newly labelled days, with `training.fine_tune` as `verticals finance
 update` does). Writes benchmarks/results/finance_risk.json and prints a table.
@@ -23,6 +24,7 @@ update` does). Writes benchmarks/results/finance_risk.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -200,21 +202,30 @@ def day_date(day: int) -> str:
 
 
 def bench_latency(args: argparse.Namespace) -> dict:
+    """Each backend's server on its own copy of one prefilled store, replaying the same rows."""
     from apps.finance_risk.settings import FinanceSettings
 
     model = args.keep_model or FinanceSettings.model  # the shipped model unless this run trained one
     if not (Path(model) / "model.safetensors").is_file():
         raise SystemExit(f"no fraud model at {model}: run the 'ours' section with --keep-model")
+    results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        database = f"sqlite:///{tmp}/finance.db"
-        replay = prefill(database, args.data["frame"], start=args.data["split"].test_start)
-        options = [
-            "--finance-model", str(model), "--finance-database", database,
-            "--no-customer-service", "--no-code-assist", "--no-medical",
-        ]  # fmt: skip
-        with suite_server(options, log=Path(tmp, "server.log")) as url:
-            rows = iter(replay)
-            return {f"clients_{c}": score_latency(url, rows, c, args.requests) for c in args.concurrency}
+        prefilled = Path(tmp, "prefilled.db")
+        replay = prefill(f"sqlite:///{prefilled}", args.data["frame"], start=args.data["split"].test_start)
+        for backend in args.backends:
+            database = Path(tmp, f"{backend}.db")
+            with sqlite3.connect(prefilled) as source, sqlite3.connect(database) as copy:
+                source.backup(copy)
+            options = [
+                "--finance-model", str(model), "--finance-database", f"sqlite:///{database}",
+                "--finance-backend", backend, "--no-customer-service", "--no-code-assist", "--no-medical",
+            ]  # fmt: skip
+            with suite_server(options, log=Path(tmp, f"server-{backend}.log")) as url:
+                rows = iter(replay)
+                results[backend] = {
+                    f"clients_{c}": score_latency(url, rows, c, args.requests) for c in args.concurrency
+                }
+    return results
 
 
 def prefill(database: str, frame: pd.DataFrame, *, start: int) -> list[dict]:
@@ -269,11 +280,12 @@ def table(report: dict) -> list[str]:
         rows.append([name, f"{figures['auc']:.3f}", f"{figures['ap']:.3f}", f"{figures['cp_at_k']:.3f}", "-"])
     lines = aligned_rows(rows)
     if "latency" in report:
-        latency = [["POST /finance/score", "P50 ms", "P99 ms", "requests/s"]]
-        for result in report["latency"].values():
-            if isinstance(result, dict):
-                latency.append([f"{result['clients']} clients", str(result["p50_ms"]), str(result["p99_ms"]),
-                                str(result["requests_per_s"])])  # fmt: skip
+        latency = [["POST /finance/score", "backend", "P50 ms", "P99 ms", "requests/s"]]
+        for backend, runs in report["latency"].items():
+            for result in runs.values() if isinstance(runs, dict) else []:
+                if isinstance(result, dict):
+                    latency.append([f"{result['clients']} clients", backend, str(result["p50_ms"]),
+                                    str(result["p99_ms"]), str(result["requests_per_s"])])  # fmt: skip
         lines += [""] + aligned_rows(latency)
     if "continual" in report:
         lines += [""] + continual_table(report["continual"])
@@ -338,6 +350,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keep-model", type=Path, help="save the trained model here (for verticals serve)")
     parser.add_argument("--concurrency", type=comma_separated(int), default=[1, 20], help="latency: clients")
     parser.add_argument("--requests", type=int, default=50, help="latency: requests per client")
+    parser.add_argument(
+        "--backends", type=comma_separated(str), default=["torch", "onnx"],
+        help="latency: the scoring pass's backends, each on its own server and copy of the store",
+    )  # fmt: skip
     args = parse_sections(parser, argv)
     args.data = load(args)
     train, test = args.data["frames"]["test"]

@@ -153,7 +153,7 @@ class FraudModel(nn.Module):
             hidden_BSD = self.trunk(x_BSD, attention_mask=mask_B1SS, position_ids=positions_BS)
         finally:
             hook.remove()
-        logits_BP = self.head(hidden_BSD[:, T:].reshape(B * P, 1, -1)).view(B, P)
+        logits_BP = self.head.classifier(hidden_BSD[:, T:])[..., 0]  # each variant's own token
         # Variant 0 reads the history and itself: the first T + 1 positions are all it needs.
         x_BSD, cos, sin, mask_B1SS = captured[0]
         first = slice(None, T + 1)

@@ -7,11 +7,12 @@
 for the interpreter lock of the HTTP server and the two use both cores. Each call is one pass:
 labels first (a transaction scored in the pass sees them), then every transaction of every `Score`
 in time order, each described after the ones before it, scored by one model pass
-(`FraudModel.variants`: each transaction and its 15 probes) and stored in one SQL transaction
-before anyone is answered. Reasons are the feature contributions (the score minus the score with
-that feature at its training mean, largest first) and the card's earlier events the attention
-weighed most. A model replaced on disk (`verticals finance update`) serves from the next pass.
-One thread calls it: nothing here is locked.
+(`FraudModel.variants`: each transaction and its 15 probes; in onnxruntime by default, see
+`export.py`) and stored in one SQL transaction before anyone is answered. Reasons are the
+feature contributions (the score minus the score with that feature at its training mean, largest
+first) and the card's earlier events the attention weighed most. A model replaced on disk
+(`verticals finance update`) serves from the next pass. One thread calls it: nothing here is
+locked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .export import ScoringPass, load_scoring_pass
 from .features import FEATURES
 from .live_history import Event, LiveHistory, Seen
 from .model import WEIGHTS, FraudModel, load_fraud_model
@@ -77,6 +79,7 @@ class Scorer:
         self.settings = settings
         self.store = TransactionStore(settings.database, checkpoint_every_s=CHECKPOINT_EVERY_S)
         self.model: FraudModel | None = None
+        self.scoring_pass: ScoringPass | None = None  # the model's pass on the settings' backend
         self.version = ""
         self.live: LiveHistory | None = None
         self._stamp: tuple[int, ...] | None = None  # the weights file the model was loaded from
@@ -108,6 +111,7 @@ class Scorer:
             return
         try:
             model, _ = load_fraud_model(self.settings.model)
+            scoring_pass = load_scoring_pass(model, self.settings.model, backend=self.settings.backend)
         except (ValueError, OSError) as error:  # a model half written: the next pass tries again
             log.warning("fraud model at %s not loaded: %s", self.settings.model, error)
             return
@@ -122,9 +126,11 @@ class Scorer:
                 len(self.live.cards),
                 time.perf_counter() - started,
             )
-        self.model, self._stamp = model, stamp
+        self.model, self.scoring_pass, self._stamp = model, scoring_pass, stamp
         self.version = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-        log.info("fraud model %s loaded from %s", self.version, self.settings.model)
+        log.info(
+            "fraud model %s loaded from %s (%s)", self.version, self.settings.model, self.settings.backend
+        )
 
     def no_model(self) -> str:
         return (
@@ -136,7 +142,8 @@ class Scorer:
         if self.model is None or self.live is None:
             return {"status": "no model", "detail": self.no_model()}
         return {"status": "ok", "model": self.settings.model, "version": self.version,
-                "history": self.model.config.history, "threshold": self.settings.threshold,
+                "backend": self.settings.backend, "history": self.model.config.history,
+                "threshold": self.settings.threshold,
                 "cards_in_memory": len(self.live.cards)}  # fmt: skip
 
     def _labels_arrived(self, labels: list[dict[str, Any]]) -> None:
@@ -180,7 +187,7 @@ class Scorer:
             seen.append(live.describe(row))
             live.add(row, seen[-1].event_F)
         try:
-            answers = self._explain(model, seen)
+            answers = self._explain(seen)
             self.store.add_transactions(
                 {**row, "score": a["score"], "model_version": self.version,
                  "features": dict(zip(FEATURES[1:], s.features_A[1:], strict=True)),  # amount is a column
@@ -195,9 +202,11 @@ class Scorer:
             for row, answer in zip(rows, answers, strict=True)
         ]
 
-    def _explain(self, model: FraudModel, seen: list[Seen]) -> list[dict[str, Any]]:
+    def _explain(self, seen: list[Seen]) -> list[dict[str, Any]]:
         """Scores, feature contributions and attended events: one pass of the model over each
         transaction and its 15 probes (one feature each at its training mean)."""
+        model, scoring_pass = self.model, self.scoring_pass
+        assert model is not None and scoring_pass is not None
         A = len(FEATURES)
         features_BA = torch.tensor(np.array([s.features_A for s in seen]), dtype=torch.float32)
         probes_BPA = features_BA[:, None, :].repeat(1, A + 1, 1)
@@ -206,8 +215,7 @@ class Scorer:
             torch.from_numpy(np.stack([getattr(s, name) for s in seen]))
             for name in ("events_TF", "gaps_T", "mask_T")
         )
-        with torch.inference_mode():
-            logits_BP, weights_BT = model.variants(events_BTF, gaps_BT, mask_BT, probes_BPA)
+        logits_BP, weights_BT = scoring_pass(events_BTF, gaps_BT, mask_BT, probes_BPA)
         scores_BP, weights_BT = torch.sigmoid(logits_BP).tolist(), weights_BT.tolist()
         return [
             {"score": round(scores[0], 6), "reasons": feature_reasons(s.features_A, scores),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODEL = ASSETS / "model"  # `verticals finance train` with its defaults (see its README.md)
@@ -14,6 +15,7 @@ DEFAULT_DATABASE = "sqlite:///runs/finance.db"
 DEFAULT_MODEL = str(SHIPPED_MODEL)
 DEFAULT_THRESHOLD = 0.5
 MAX_BATCH = 1000
+Backend = Literal["torch", "onnx"]
 
 
 @dataclass(frozen=True)
@@ -22,3 +24,8 @@ class FinanceSettings:
     model: str = DEFAULT_MODEL  # a folder written by save_fraud_model
     threshold: float = DEFAULT_THRESHOLD  # a request may set its own (?threshold=)
     max_batch: int = MAX_BATCH
+    backend: Backend = "onnx"  # the scoring pass in onnxruntime (export.py) or PyTorch
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"finance backend must be torch or onnx, got {self.backend!r}")

@@ -26,7 +26,9 @@ the first day are read too; rows keep the features they were scored with (`scori
 Saving. The new model is written to a temporary folder beside DIR, then DIR is renamed to
 DIR.previous (the version before; an older .previous is removed) and the temporary folder to DIR:
 a reader finds the old model or the new one whole, never a mix (for the instant between the two
-renames, none). config.json keeps the training `metrics` and gains one `updates` entry per update.
+renames, none). The folder holds the scoring pass's ONNX export too (`export.py`), so a scorer
+serving from it swaps models without exporting one. config.json keeps the training `metrics`
+and gains one `updates` entry per update.
 
 Not the HTTP API (a running `verticals serve` loads the replaced model before its next scoring
 pass, keeping its history; for the instant between the renames it keeps the model it had) and not
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .export import ONNX_FILE, export_onnx
 from .features import DELAY_DAYS
 from .model import CARD, WEIGHTS, FraudModel, load_fraud_model, save_fraud_model
 from .scoring import TERMINAL_DAYS, model_inputs
@@ -207,6 +210,7 @@ def replace_model(
         if updates:
             card = json.loads((staging / CARD).read_text())
             (staging / CARD).write_text(json.dumps({**card, "updates": updates}, indent=2) + "\n")
+        export_onnx(model, staging / ONNX_FILE)  # a scorer serving DIR swaps without exporting
         staging.chmod(0o755)  # mkdtemp makes it private
         previous = directory.with_name(directory.name + PREVIOUS)
         if directory.exists():

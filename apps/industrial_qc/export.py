@@ -5,12 +5,8 @@
     class_logits_BC, cell_logits_BQL, distances_BQ4 = onnx_model(images_BCSS)   # as QCModel's
     model, card = load_backend("runs/qc/model", backend="onnx")     # exports model.onnx if stale
 
-The exporter is `torch.onnx.export(..., dynamo=True)` (torch.export, then onnxscript's
-translation); the TorchScript exporter is deprecated. torch.export cannot follow the trunk's
-grouped MoE dispatch (it sizes each expert's rows on the host), so the export runs every MoE
-layer with the dense dispatch (`core_model.moe.moe_dispatch`): every expert on every token,
-E/K times the routed FLOPs, the same logits up to float rounding. The exported graph holds no
-state, so it does not count tokens per expert.
+The export itself (dense MoE dispatch, a dynamic batch axis, a file written whole) is
+`core_model.onnx_export`'s.
 
 It is not the serving API or the benchmark: both take either backend through `load_backend`.
 Legend: B batch, S image side (pixels), C defect classes, Q localisation cells, L = C + 1.
@@ -18,58 +14,29 @@ Legend: B batch, S image side (pixels), C defect classes, Q localisation cells, 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import onnxruntime as ort
 import torch
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 
-from core_model.moe import moe_dispatch
+from core_model import onnx_export
+from core_model.onnx_export import DEFAULT_OPSET, is_stale, onnx_session
 
 from .model import WEIGHTS, QCModel, load_qc_model
 
 ONNX_FILE = "model.onnx"
 INPUT, OUTPUTS = "images", ("class_logits", "cell_logits", "box_distances")
-DEFAULT_OPSET = 18  # the dynamo exporter's lowest; onnxruntime runs it from 1.14 on
 Backend = Literal["torch", "onnx"]
 QCBackend = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def export_onnx(model: QCModel, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
-    """Write `model` (in eval mode, MoE layers dense) to `path` as one ONNX file with a dynamic
-    batch axis; the model gets its mode and dispatch back after. The file appears whole or not
-    at all, so a reader never loads half an export."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `model` to `path` as one ONNX file with a dynamic batch axis (its mode and dispatch
+    unchanged after)."""
     S = model.config.image_size
-    images_BCSS = torch.rand(2, 3, S, S)  # batch 2: a batch of 1 would be specialised as a constant
-    was_training = model.training
-    model.eval()
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        with moe_dispatch(model, "dense"):
-            torch.onnx.export(
-                model,
-                (images_BCSS,),
-                tmp,
-                input_names=[INPUT],
-                output_names=list(OUTPUTS),
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                opset_version=opset,
-                dynamo=True,
-                external_data=False,  # weights inside the one file (a few MB)
-                verbose=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        model.train(was_training)
-    return path
+    images_BCSS = torch.rand(2, 3, S, S)
+    return onnx_export.export_onnx(model, (images_BCSS,), path, inputs=[INPUT], outputs=OUTPUTS, opset=opset)
 
 
 def export_saved_model(directory: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
@@ -81,28 +48,11 @@ def export_saved_model(directory: str | Path, *, opset: int = DEFAULT_OPSET) -> 
 class OnnxModel:
     """An exported QCModel under onnxruntime on CPU, called as QCModel is: images [B, 3, S, S]
     in [0, 1] -> (class logits [B, C], cell logits [B, Q, L]) as float32 CPU tensors.
-
-    `threads`: onnxruntime's intra-op threads; by default torch's, so both backends use the
-    same cores. Ops run one at a time (inter-op 1): the graph is a chain of layers.
-    """
+    `threads`: onnxruntime's intra-op threads (by default torch's)."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such ONNX model file")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as error:
-            raise ValueError(f"{path}: not a readable ONNX model ({error})") from error
+        self.session = onnx_session(path, inputs=[INPUT], outputs=OUTPUTS, threads=threads, what="QC model")
         inputs = self.session.get_inputs()
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if [i.name for i in inputs] != [INPUT] or outputs != OUTPUTS:
-            raise ValueError(
-                f"{path}: not an exported QC model (inputs {[i.name for i in inputs]}, outputs {outputs})"
-            )
         self.image_size = int(inputs[0].shape[-1])
 
     def __call__(self, images_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,6 +83,6 @@ def load_backend(directory: str | Path, backend: Backend = "torch") -> tuple[QCB
         return model, card
     directory = Path(directory)
     onnx_path = directory / ONNX_FILE
-    if not onnx_path.is_file() or onnx_path.stat().st_mtime < (directory / WEIGHTS).stat().st_mtime:
+    if is_stale(onnx_path, directory / WEIGHTS):
         export_onnx(model, onnx_path)
     return OnnxModel(onnx_path), card

@@ -11,10 +11,19 @@ import pytest
 import torch
 
 from apps.cli import main
+from apps.finance_risk.export import ONNX_FILE
 from apps.finance_risk.features import FEATURES
-from apps.finance_risk.model import FraudModel, FraudModelConfig, Scaler, load_fraud_model, save_fraud_model
+from apps.finance_risk.model import (
+    WEIGHTS,
+    FraudModel,
+    FraudModelConfig,
+    Scaler,
+    load_fraud_model,
+    save_fraud_model,
+)
 from apps.finance_risk.store import TransactionStore
 from apps.finance_risk.updating import UpdateError, plan_update, update_rows
+from core_model.onnx_export import is_stale
 
 T0 = datetime(2018, 9, 1, tzinfo=UTC)  # 20 days of 6 transactions: 2018-09-01..20, the last at 17:00
 DAYS = 20
@@ -113,6 +122,7 @@ def test_update_writes_a_model_that_loads_and_records_its_days(url, model_dir, c
     ]
     assert main([*command, "--through", "2018-09-12"]) == 0
     model, card = load_fraud_model(model_dir)
+    assert not is_stale(model_dir / ONNX_FILE, model_dir / WEIGHTS)  # a scorer swaps without exporting
     (update,) = card["updates"]
     assert (update["first_day"], update["last_day"], update["frauds"]) == ("2018-09-01", "2018-09-12", 24)
     assert not torch.equal(model.state_dict()["head.classifier.weight"], before["head.classifier.weight"])
