@@ -144,10 +144,12 @@ class LiveHistory:
             features[f"customer_mean_amount_{w}d"] = sum(amounts) / len(amounts)
         terminal = self.terminals.get(transaction["terminal_id"], Timeline())
         end = terminal.upto(t - DELAY_DAYS * DAY_S)
-        for w in WINDOWS_DAYS:
-            start = bisect_right(terminal.times, t - (DELAY_DAYS + w) * DAY_S, hi=end)
-            frauds = sum(self.fraud_known(e.transaction_id, at_s=t) for e in terminal.events[start:end])
+        widest = bisect_right(terminal.times, t - (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY_S, hi=end)
+        known = [self.fraud_known(e.transaction_id, at_s=t) for e in terminal.events[widest:end]]
+        for w in WINDOWS_DAYS:  # the windows all end at `end`: each is a tail of the widest
+            start = bisect_right(terminal.times, t - (DELAY_DAYS + w) * DAY_S, lo=widest, hi=end)
             features[f"terminal_tx_{w}d"] = float(end - start)
+            frauds = sum(known[start - widest :])
             features[f"terminal_risk_{w}d"] = frauds / (end - start) if end > start else 0.0
         risk = [features[f"terminal_risk_{w}d"] for w in WINDOWS_DAYS]
         event_F = own_event(timestamp=transaction["timestamp"], amount=amount, terminal_risk=risk)
@@ -169,8 +171,10 @@ class LiveHistory:
 
     def fraud_known(self, transaction_id: str, *, at_s: float) -> int:
         """The newest label of the transaction that had arrived by `at_s`; 0 without one."""
-        known = [fraud for arrived_s, fraud in self.labels.get(transaction_id, ()) if arrived_s <= at_s]
-        return known[-1] if known else 0
+        for arrived_s, fraud in reversed(self.labels.get(transaction_id, ())):  # by arrival
+            if arrived_s <= at_s:
+                return fraud
+        return 0
 
     def add(self, transaction: dict[str, Any], event_F: tuple[float, ...]) -> None:
         """Remembers a scored transaction, and forgets what its card and terminal no longer need."""

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sqlalchemy.exc import IntegrityError
 
 from .export import ScoringPass, load_scoring_pass
 from .features import FEATURES
@@ -159,7 +160,14 @@ class Scorer:
             return []
         if self.model is None:
             return [NoModel(self.no_model()) for _ in requests]
-        taken = self.store.existing(row["transaction_id"] for request in requests for row in request.rows)
+        try:  # the store's unique ids refuse a transaction scored before: no read on the usual path
+            return self._score_new(requests, taken=set())
+        except IntegrityError:
+            ids = (row["transaction_id"] for request in requests for row in request.rows)
+            return self._score_new(requests, taken=self.store.existing(ids))
+
+    def _score_new(self, requests: list[Score], *, taken: set[str]) -> list[list[dict[str, Any]] | Exception]:
+        """`_score`, refusing the requests that hold an id of `taken` or of a request before them."""
         results: list[list[dict[str, Any]] | Exception] = []
         accepted: list[tuple[int, dict[str, Any]]] = []
         for i, request in enumerate(requests):
