@@ -27,6 +27,7 @@ the work happens in `core_model` and the apps.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import signal
@@ -307,6 +308,11 @@ def run_server(args: argparse.Namespace) -> None:
     print(f"verticals: serving {settings.model_name!r} at {settings.url}/v1 ({auth})")
     print(f"verticals: health at {settings.url}/health, metrics at {settings.url}/metrics")
     sys.stdout.flush()
+    # NOTE: the models, tokenizer and tables loaded above are millions of long-lived objects; left to
+    # the garbage collector, each of its full passes walks them all and stalls every request for
+    # a quarter of a second (the fraud desk's P99 at 20 clients: 223-249 ms with, 21-27 without).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="info", access_log=not args.no_access_log
     )
