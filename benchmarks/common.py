@@ -9,9 +9,12 @@ import argparse
 import contextlib
 import json
 import platform
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -167,6 +170,35 @@ def concurrent_latency(
     report: dict = {"clients": clients, "requests": len(times)}
     report |= {f"p{q}_ms": round(percentile(times, q), 1) for q in percentiles}
     return report | {"requests_per_s": round(len(times) / wall, 2)}
+
+
+WRK_SCRIPT = ROOT / "benchmarks" / "wrk_post_bodies.lua"
+WRK_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk_latency(url: str, path: str, bodies: list[dict], *, clients: int, seconds: int) -> dict:
+    """`clients` keep-alive connections of wrk (a load generator in C: about a tenth of urllib3's
+    CPU per request, so more of the shared cores go to the server), each POSTing its own share of
+    `bodies` one after another for `seconds`: the latency percentiles wrk reports and the requests
+    per second. Needs `wrk` on the PATH (`apt-get install wrk`); each body is sent at most once."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: `apt-get install wrk`")
+    threads = min(2, clients)
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as lines:
+        lines.writelines(json.dumps(body, default=str) + "\n" for body in bodies)
+        lines.flush()
+        command = [
+            "wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(WRK_SCRIPT),
+            url, "--", lines.name, str(threads), path,
+        ]  # fmt: skip
+        run = subprocess.run(command, capture_output=True, text=True)
+    output = run.stdout + run.stderr
+    if run.returncode or "Non-2xx" in output or "Socket errors" in output or "out of bodies" in output:
+        raise RuntimeError(f"wrk saw failed requests:\n{output}")
+    report: dict = {"clients": clients, "requests": int(re.search(r"(\d+) requests in", output)[1])}
+    for q, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", output, re.MULTILINE):
+        report[f"p{q}_ms"] = round(float(value) * WRK_UNITS_MS[unit], 1)
+    return report | {"requests_per_s": round(float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]), 2)}
 
 
 def run_sections(

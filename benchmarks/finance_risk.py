@@ -15,7 +15,8 @@ the MoE trunk, plus the same features; its epoch count chosen on the validation 
 `verticals finance train` runs), latency (POST /finance/score over loopback HTTP at 1 and 20
 concurrent clients, `verticals serve` in its own process with the model of --keep-model, else the
 shipped one, and 37 days of history in SQLite, replaying the test week's first transactions; once
-per scoring backend, PyTorch and onnxruntime),
+per scoring backend, PyTorch and onnxruntime, first with Python clients (urllib3), then with
+wrk's at the highest concurrency),
 continual (over the data's last weeks, a model trained once before them against the same model
 fine-tuned each week on the newly labelled days, with `training.fine_tune` as `verticals finance
 update` does). Writes benchmarks/results/finance_risk.json and prints a table.
@@ -49,6 +50,7 @@ from benchmarks.common import (  # noqa: E402
     section_parser,
     suite_server,
     write_report,
+    wrk_latency,
 )
 
 SECTIONS = ("baselines", "ours", "latency", "continual")
@@ -220,11 +222,20 @@ def bench_latency(args: argparse.Namespace) -> dict:
                 "--finance-model", str(model), "--finance-database", f"sqlite:///{database}",
                 "--finance-backend", backend, "--no-customer-service", "--no-code-assist", "--no-medical",
             ]  # fmt: skip
+            if args.no_access_log:
+                options.append("--no-access-log")
             with suite_server(options, log=Path(tmp, f"server-{backend}.log")) as url:
                 rows = iter(replay)
                 results[backend] = {
                     f"clients_{c}": score_latency(url, rows, c, args.requests) for c in args.concurrency
                 }
+                if args.wrk_seconds > 0:  # the rows no client sent yet
+                    clients = max(args.concurrency)
+                    results[f"{backend}, wrk"] = {
+                        f"clients_{clients}": wrk_latency(
+                            url, "/finance/score", list(rows), clients=clients, seconds=args.wrk_seconds
+                        )
+                    }
     return results
 
 
@@ -354,6 +365,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--backends", type=comma_separated(str), default=["torch", "onnx"],
         help="latency: the scoring pass's backends, each on its own server and copy of the store",
     )  # fmt: skip
+    parser.add_argument(
+        "--wrk-seconds", type=int, default=4,
+        help="latency: then this long of wrk's clients (a C load generator: `apt-get install wrk`; 0: none)",
+    )  # fmt: skip
+    parser.add_argument("--no-access-log", action="store_true", help="latency: no access log lines")
     args = parse_sections(parser, argv)
     args.data = load(args)
     train, test = args.data["frames"]["test"]
