@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser tabby-agent test run lint bench clean
+.PHONY: setup browser tabby-agent wrk test run lint bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,12 @@ lint: setup
 	$(BIN)/ruff check core_model federated apps tests benchmarks
 	$(BIN)/ruff format --check core_model federated apps tests benchmarks
 	$(BIN)/mypy
+
+# The latency benchmarks' C load generator (benchmarks/common.py wrk_latency): `make wrk`, as chromium above.
+wrk:
+	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } \
+		>/dev/null; } || echo "no wrk: install it for the latency benchmarks' wrk rows"
 
 bench: setup
 	$(BIN)/python benchmarks/moe_layer.py
