@@ -14,7 +14,7 @@ state, so it does not count tokens per expert. Every input's first axis is the b
 
 Why serve a small model this way: onnxruntime runs each operation for a few microseconds where
 PyTorch's eager dispatch spends about ten, and a model of a few hundred thousand parameters is
-mostly that overhead (the fraud scorer's pass: 1.6x faster at 10 transactions, 4x at one).
+mostly that overhead (benchmarks/finance_risk.py's latency section compares the two backends).
 """
 
 from __future__ import annotations

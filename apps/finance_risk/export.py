@@ -6,8 +6,7 @@
     scoring_pass = load_scoring_pass(model, "runs/finance/model", backend="onnx")  # exports if stale
 
 The scorer calls either backend the same way. onnxruntime spends a few microseconds on each of
-the pass's ~330 small operations where PyTorch's eager dispatch spends about ten, so the pass of
-10 transactions and their probes runs 1.6x faster, and of one transaction 4x
+the pass's ~330 small operations where PyTorch's eager dispatch spends about ten
 (`benchmarks/finance_risk.py`'s latency section compares the two backends over HTTP).
 Legend: B transactions, T history, F event features, P variants, A aggregate features.
 """
