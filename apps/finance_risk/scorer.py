@@ -216,14 +216,14 @@ class Scorer:
         model, scoring_pass = self.model, self.scoring_pass
         assert model is not None and scoring_pass is not None
         A = len(FEATURES)
-        features_BA = torch.tensor(np.array([s.features_A for s in seen]), dtype=torch.float32)
-        probes_BPA = features_BA[:, None, :].repeat(1, A + 1, 1)
-        probes_BPA[:, torch.arange(A) + 1, torch.arange(A)] = model.scaler.mean_A
+        features_BA = np.array([s.features_A for s in seen], dtype=np.float32)
+        probes_BPA = np.repeat(features_BA[:, None, :], A + 1, axis=1)
+        probes_BPA[:, np.arange(A) + 1, np.arange(A)] = model.scaler.mean_A.numpy()
         events_BTF, gaps_BT, mask_BT = (
             torch.from_numpy(np.stack([getattr(s, name) for s in seen]))
             for name in ("events_TF", "gaps_T", "mask_T")
         )
-        logits_BP, weights_BT = scoring_pass(events_BTF, gaps_BT, mask_BT, probes_BPA)
+        logits_BP, weights_BT = scoring_pass(events_BTF, gaps_BT, mask_BT, torch.from_numpy(probes_BPA))
         scores_BP, weights_BT = torch.sigmoid(logits_BP).tolist(), weights_BT.tolist()
         return [
             {"score": round(scores[0], 6), "reasons": feature_reasons(s.features_A, scores),
@@ -236,12 +236,13 @@ class Scorer:
 def feature_reasons(features_A: list[float], scores_P: list[float]) -> list[dict[str, Any]]:
     """The features that raised the score most: scores_P[0] minus scores_P[1 + i], the score with
     feature i at its training mean; the TOP_REASONS largest, if positive."""
-    contributions = [
-        {"feature": name, "value": features_A[i], "contribution": round(scores_P[0] - scores_P[i + 1], 4)}
-        for i, name in enumerate(FEATURES)
+    rounded = [round(scores_P[0] - scores_P[i + 1], 4) for i in range(len(FEATURES))]
+    largest = sorted(range(len(FEATURES)), key=lambda i: -rounded[i])[:TOP_REASONS]  # stable
+    return [
+        {"feature": FEATURES[i], "value": features_A[i], "contribution": rounded[i]}
+        for i in largest
+        if rounded[i] > 0
     ]
-    contributions.sort(key=lambda reason: reason["contribution"], reverse=True)
-    return [c for c in contributions[:TOP_REASONS] if c["contribution"] > 0]
 
 
 def attended_events(history: list[Event], weights_T: list[float]) -> list[dict[str, Any]]:
