@@ -73,19 +73,9 @@ class OnnxScoringPass:
             path, inputs=INPUTS, outputs=OUTPUTS, threads=threads, what="fraud scoring pass"
         )
 
-    def __call__(
-        self,
-        events_BTF: torch.Tensor,
-        gaps_BT: torch.Tensor,
-        mask_BT: torch.Tensor,
-        aggregates_BPA: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        feed = {
-            name: tensor.numpy()
-            for name, tensor in zip(
-                INPUTS, (events_BTF, gaps_BT, mask_BT.bool(), aggregates_BPA), strict=True
-            )
-        }
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`inputs`: events [B, T, F], gaps [B, T], mask [B, T] (bool), aggregates [B, P, A]."""
+        feed = {name: tensor.numpy() for name, tensor in zip(INPUTS, inputs, strict=True)}
         logits_BP, weights_BT = self.session.run(list(OUTPUTS), feed)
         return torch.from_numpy(logits_BP), torch.from_numpy(weights_BT)
 
