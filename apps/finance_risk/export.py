@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import torch
 from torch import nn
@@ -26,12 +26,12 @@ from core_model.onnx_export import is_stale, onnx_session
 from .features import FEATURES
 from .model import WEIGHTS, FraudModel
 from .sequences import EVENT_FEATURES
+from .settings import Backend
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("events", "gaps", "mask", "aggregates")
 OUTPUTS = ("logits", "weights")
-Backend = Literal["torch", "onnx"]
-BACKENDS = ("torch", "onnx")
+BACKENDS = get_args(Backend)
 ScoringPass = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 ]

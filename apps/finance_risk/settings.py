@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODEL = ASSETS / "model"  # `verticals finance train` with its defaults (see its README.md)
@@ -27,5 +27,5 @@ class FinanceSettings:
     backend: Backend = "onnx"  # the scoring pass in onnxruntime (export.py) or PyTorch
 
     def __post_init__(self) -> None:
-        if self.backend not in ("torch", "onnx"):
+        if self.backend not in get_args(Backend):
             raise ValueError(f"finance backend must be torch or onnx, got {self.backend!r}")
