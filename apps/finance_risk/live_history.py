@@ -5,6 +5,7 @@ then kept current as transactions are scored and labels arrive.
     live = LiveHistory.load(store, length=16)       # the store's last 37 days and each card's last 15
     seen = live.describe(transaction)               # its FEATURES, its card series, its history
     live.add(transaction, seen.event_F)             # once it is scored, so the next ones see it
+    live.prune([transaction])                       # once it is stored (until then `forget` undoes add)
     live.add_label("t1", fraud=1, arrived_at=now)
 
 `describe` computes, for one transaction, what `features.handbook_features` and
@@ -124,6 +125,7 @@ class LiveHistory:
         for transaction_id, customer_id, terminal_id, amount, time_s, event_F in rows:
             event = Event(transaction_id, time_s, amount, event_F)
             live._insert(event, customer_id=customer_id, terminal_id=terminal_id)
+        live.newest_s = max(times)
         for transaction_id, fraud, arrived_at in labels:
             live.add_label(transaction_id, fraud=fraud, arrived_at=arrived_at)
         return live
@@ -185,23 +187,28 @@ class LiveHistory:
         return known
 
     def add(self, transaction: dict[str, Any], event_F: tuple[float, ...]) -> None:
-        """Remembers a scored transaction, and forgets what its card and terminal no longer need."""
+        """Remembers a scored transaction; nothing else changes, so `forget` undoes it whole."""
         t = epoch_seconds(transaction["timestamp"])
         event = Event(transaction["transaction_id"], t, float(transaction["amount"]), event_F)
         self._insert(event, customer_id=transaction["customer_id"], terminal_id=transaction["terminal_id"])
-        self.newest_s = max(self.newest_s, t)
-        self.cards[transaction["customer_id"]].drop_before(
-            self.newest_s - CUSTOMER_DAYS * DAY_S, keep_last=self.length - 1
-        )
-        for old in self.terminals[transaction["terminal_id"]].drop_before(
-            self.newest_s - TERMINAL_DAYS * DAY_S
-        ):
-            self.labels.pop(old.transaction_id, None)
+
+    def prune(self, transactions: list[dict[str, Any]]) -> None:
+        """Once `transactions` (added) are stored: forgets what their cards and terminals no
+        longer need. Not before: a batch the store refuses (a repeated id) must leave the recent
+        past as it found it, whatever its timestamps."""
+        for transaction in transactions:
+            self.newest_s = max(self.newest_s, epoch_seconds(transaction["timestamp"]))
+            self.cards[transaction["customer_id"]].drop_before(
+                self.newest_s - CUSTOMER_DAYS * DAY_S, keep_last=self.length - 1
+            )
+            for old in self.terminals[transaction["terminal_id"]].drop_before(
+                self.newest_s - TERMINAL_DAYS * DAY_S
+            ):
+                self.labels.pop(old.transaction_id, None)
 
     def _insert(self, event: Event, *, customer_id: str, terminal_id: str) -> None:
         self.cards.setdefault(customer_id, Timeline()).insert(event)
         self.terminals.setdefault(terminal_id, Timeline()).insert(event)
-        self.newest_s = max(self.newest_s, event.time_s)
 
     def forget(self, transactions: list[dict[str, Any]]) -> None:
         """Undoes `add` (the batch they came in could not be stored)."""

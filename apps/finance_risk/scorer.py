@@ -185,7 +185,8 @@ class Scorer:
 
     def _score_in_order(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Describes each transaction after the ones before it, scores them all at once, stores
-        them in one SQL transaction; the live history forgets them if they cannot be stored."""
+        them in one SQL transaction; the live history forgets them if they cannot be stored, and
+        prunes what it no longer needs only once they are."""
         if not rows:
             return []
         model, live = self.model, self.live
@@ -205,6 +206,7 @@ class Scorer:
         except Exception:
             live.forget(rows)
             raise
+        live.prune(rows)
         return [
             {"transaction_id": row["transaction_id"], **answer, "model_version": self.version}
             for row, answer in zip(rows, answers, strict=True)

@@ -55,6 +55,8 @@ def test_a_card_keeps_its_last_events_however_old():
     for n, days in enumerate([0, 1, 2, 60]):  # 60 days later: the first three are out of every window
         transaction = new(n, T0 + timedelta(days=days), amount=10.0 + n)
         live.add(transaction, live.describe(transaction).event_F)
+        live.prune([transaction])  # as the scorer does once it is stored
+    assert len(live.cards["c"].events) == 2  # the 60-day-old ones gone but the length - 1 kept
     seen = live.describe(new(9, T0 + timedelta(days=61)))
     assert [e.transaction_id for e in seen.history] == ["t2", "t3"]  # length - 1 earlier events
     assert seen.features_A[FEATURES.index("customer_tx_30d")] == 2.0  # t3 and itself
@@ -70,6 +72,22 @@ def test_forget_undoes_add():
     live.forget([second])
     after = live.describe(new(3, T0 + timedelta(hours=2)))
     assert after.features_A == before.features_A and [e.transaction_id for e in after.history] == ["t1"]
+
+
+def test_a_forgotten_batch_leaves_the_recent_past_as_it_was_however_late_its_timestamps():
+    live = LiveHistory(length=3)
+    for n in range(4):
+        transaction = new(n, T0 + timedelta(hours=n))
+        live.add(transaction, live.describe(transaction).event_F)
+        live.prune([transaction])
+    probe = new(9, T0 + timedelta(hours=5))
+    before = live.describe(probe)
+    refused = new(8, T0 + timedelta(days=90))  # a batch the store refused (a repeated id)
+    live.add(refused, live.describe(refused).event_F)
+    live.forget([refused])
+    after = live.describe(probe)
+    assert after.features_A == before.features_A and after.history == before.history
+    assert before.features_A[FEATURES.index("customer_tx_1d")] == 5.0  # t0..t3 and the probe itself
 
 
 @pytest.mark.slow
@@ -105,5 +123,6 @@ def test_a_transaction_is_described_as_the_whole_data_describes_it(tmp_path):
         ids = [str(i) for i in series.history_ids_NT[row][series.mask_NT[row]][:-1]]
         assert [e.transaction_id for e in seen.history] == ids
         live.add(transaction, seen.event_F)
+        live.prune([transaction])
         live.add_label(transaction["transaction_id"], fraud=int(r.fraud), arrived_at=transaction["timestamp"])
     store.close()
