@@ -50,6 +50,19 @@ def test_a_label_counts_from_its_arrival_only(tmp_path):
     store.close()
 
 
+def test_the_newest_label_by_arrival_counts_whatever_order_they_are_told(tmp_path):
+    store = TransactionStore(f"sqlite:///{tmp_path / 'fr.db'}")
+    store.add_transactions([{**new(0, T0), "customer_id": "other"}])
+    live = LiveHistory.load(store, length=4)
+    after = new(2, T0 + timedelta(days=7, hours=3))
+    live.add_label("t0", fraud=0, arrived_at=T0 + timedelta(days=7, hours=2))  # a dismissal, told first
+    assert risk_1d(live, after) == 0.0
+    live.add_label("t0", fraud=1, arrived_at=T0 + timedelta(days=7, hours=1))  # the chargeback it dismissed
+    assert risk_1d(live, after) == 0.0
+    assert risk_1d(live, new(1, T0 + timedelta(days=7, hours=1, minutes=30))) == 1.0  # between the two
+    store.close()
+
+
 def test_a_card_keeps_its_last_events_however_old():
     live = LiveHistory(length=3)
     for n, days in enumerate([0, 1, 2, 60]):  # 60 days later: the first three are out of every window

@@ -96,6 +96,14 @@ def test_without_the_key_a_request_is_401(keyed):
     assert keyed.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
 
 
+def test_openapi_declares_the_key_as_a_bearer_scheme(keyed):
+    schema = keyed.get("/openapi.json").json()
+    [(name, scheme)] = schema["components"]["securitySchemes"].items()
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    assert schema["paths"]["/v1/models"]["get"]["security"] == [{name: []}]
+    assert "security" not in schema["paths"]["/health"]["get"]
+
+
 def test_a_full_queue_is_429_with_retry_after(keyed):
     body = {"model": MODEL_NAME, "prompt": "x = 1", "max_tokens": 2}
     response = keyed.post("/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
