@@ -11,9 +11,10 @@ of n > 1 it waits up to that long for the next batch to reach n again: concurren
 back at slightly different times, and without it the first one back runs alone while the rest
 queue behind it (8 clients: batches of 7, 1, 1, 7, ...). A lone caller still pays nothing.
 
-On 2 cores one forward pass of 8 short messages costs far less than 8 passes of one. Two apps
-use it: customer service (intents and slots of concurrent messages) and finance risk (concurrent
-transactions scored in one pass and stored in one SQL transaction).
+On 2 cores one forward pass of 8 short messages costs far less than 8 passes of one. Customer
+service uses it (intents and slots of concurrent messages, each model in a `WorkerProcess`); the
+fraud scorer, whose process is the bottleneck, lets the process batch instead
+(`batching_worker.py`), so that it never waits for its caller between batches.
 """
 
 from __future__ import annotations

@@ -125,14 +125,22 @@ class Child:
     replies: IO[bytes]  # its stdout
 
     @classmethod
-    def start(cls, name: str, spec: Any, *, module: str = __name__) -> Child:
-        """A new process running `python -m module name`, sent `spec` (what it is to build)."""
+    def start(
+        cls,
+        name: str,
+        spec: Any,
+        *,
+        module: str = __name__,
+        send: Callable[[IO[bytes], Any], None] | None = None,
+    ) -> Child:
+        """A new process running `python -m module name`, sent `spec` (what it is to build) by
+        `send` (default `send_pickle`)."""
         env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         command = [sys.executable, "-m", module, name]
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert process.stdin is not None and process.stdout is not None
         child = cls(process, process.stdin, process.stdout)
-        send_pickle(child.requests, spec)
+        (send or send_pickle)(child.requests, spec)
         return child
 
     def close_pipes(self) -> None:

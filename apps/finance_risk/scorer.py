@@ -3,7 +3,7 @@
     scorer = Scorer(settings)                   # loads the model and `LiveHistory` from the store
     scorer([Score(rows), LabelsArrived(labels), Status()])   # one pass: a result for each command
 
-`FinanceService` runs it behind a `WorkerProcess`, so that scoring never waits
+`FinanceService` runs it behind a `BatchingWorker`, so that scoring never waits
 for the interpreter lock of the HTTP server and the two use both cores. Each call is one pass:
 labels first (a transaction scored in the pass sees them), then every transaction of every `Score`
 in time order, each described after the ones before it, scored by one model pass
@@ -74,7 +74,7 @@ Command = Score | LabelsArrived | Status
 
 
 class Scorer:
-    """`WorkerProcess(Scorer, settings)` builds it in the worker (a module-level class it can import)."""
+    """`BatchingWorker(Scorer, settings)` builds it in the worker (a module-level class it can import)."""
 
     def __init__(self, settings: FinanceSettings) -> None:
         self.settings = settings

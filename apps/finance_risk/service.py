@@ -7,11 +7,12 @@ score and reasons it was given; stores labels as they arrive; reads back what an
     service.add_labels([label, ...])
 
 The scoring itself runs in a process of its own (`scorer.py`: the model and the recent past in
-memory, a `WorkerProcess`), so that it and the HTTP server each have a core and an interpreter
-lock. Concurrent requests share one pass: a `MicroBatcher` sends every request waiting to the
-scorer at once. Labels are stored here, then sent to the scorer, which sees them from its next
-pass. A scorer that dies fails the pass it held (503) and the next request starts a new one, which
-reloads the recent past from the store. No HTTP here (`api.py`), no SQL (`store.py`).
+memory, a `BatchingWorker`), so that it and the HTTP server each have a core and an interpreter
+lock. Each request goes to the scorer as it arrives, and the scorer runs every request waiting as
+one pass whenever it is free. Labels are stored here, then sent to the scorer, which sees them from
+its next pass. A scorer that dies fails the requests it held (503) and the next request starts a
+new one, which reloads the recent past from the store. No HTTP here (`api.py`), no SQL
+(`store.py`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import make_url
 
-from core_model.batching import MicroBatcher
-from core_model.worker_process import WorkerDied, WorkerProcess
+from core_model.batching_worker import BatchingWorker
+from core_model.worker_process import WorkerDied
 
 from .monitoring import DAILY_DAYS, MAX_DAILY_DAYS, alert_queue, daily_stats, day_span, score_histogram
 from .schemas import LabelIn, TransactionIn
@@ -39,11 +40,10 @@ MAX_REQUESTS_PER_PASS = 64
 
 
 class FinanceService:
-    def __init__(self, settings: FinanceSettings, store: TransactionStore, scorer: WorkerProcess) -> None:
-        self.settings, self.store = settings, store
-        self._scorer = MicroBatcher[Command, Any](
-            scorer, max_batch=MAX_REQUESTS_PER_PASS, name="finance-score"
-        )
+    def __init__(
+        self, settings: FinanceSettings, store: TransactionStore, scorer: BatchingWorker[Command, Any]
+    ) -> None:
+        self.settings, self.store, self._scorer = settings, store, scorer
 
     @classmethod
     def start(cls, settings: FinanceSettings) -> FinanceService:
@@ -56,7 +56,9 @@ class FinanceService:
                 "open it; use a file (sqlite:///runs/finance.db) or a server"
             )
         store = TransactionStore(settings.database)  # migrated before the scorer opens it
-        scorer = WorkerProcess(Scorer, settings, name="finance-scorer")
+        scorer = BatchingWorker[Command, Any](
+            Scorer, settings, name="finance-scorer", max_batch=MAX_REQUESTS_PER_PASS
+        )
         scorer.wait_ready()
         return cls(settings, store, scorer)
 

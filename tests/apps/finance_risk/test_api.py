@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -185,7 +186,7 @@ def scorer_processes() -> set[int]:
     return found
 
 
-def test_a_scorer_that_dies_fails_its_pass_and_the_next_one_reloads_the_history(checkpoint, tmp_path):
+def test_a_scorer_that_dies_fails_what_it_held_and_the_next_one_reloads_the_history(checkpoint, tmp_path):
     model_dir = tmp_path / "model"
     scaler = Scaler.fit(np.random.default_rng(0).random((100, len(FEATURES))) * 100)
     save_fraud_model(FraudModel(FraudModelConfig.preset("tiny"), scaler=scaler), model_dir, metrics={})
@@ -195,8 +196,12 @@ def test_a_scorer_that_dies_fails_its_pass_and_the_next_one_reloads_the_history(
     (scorer,) = scorer_processes() - earlier
     with serving(app) as base:
         assert post(base, "/finance/score", transaction(1)).status_code == 200
-        os.kill(scorer, signal.SIGKILL)
-        died = post(base, "/finance/score", transaction(2))
+        os.kill(scorer, signal.SIGSTOP)  # the scorer holds the next request ...
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(post, base, "/finance/score", transaction(2))
+            time.sleep(1.0)
+            os.kill(scorer, signal.SIGKILL)  # ... when it dies
+            died = held.result()
         assert died.status_code == 503 and "finance-scorer" in died.json()["error"]["message"]
         again = post(base, "/finance/score", transaction(2)).json()
         assert again["history"] == 1  # the new scorer read t1 back from the store
