@@ -27,7 +27,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import importlib
 import itertools
 import logging
 import os
@@ -39,7 +38,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import IO, Any, Generic, TypeVar
 
-from .worker_process import Child, WorkerDied, child_main, picklable_error, send_pickle
+from .worker_process import (
+    Child,
+    WorkerDied,
+    build_function,
+    child_main,
+    factory_spec,
+    picklable_error,
+    send_pickle,
+)
 
 log = logging.getLogger(__name__)
 PIPE_BYTES = 1 << 20  # the items not yet read that the pipe holds (Linux's unprivileged maximum)
@@ -59,17 +66,10 @@ class BatchingWorker(Generic[T, R]):
         """Starts the worker and sends it the factory; returns at once (see `wait_ready`).
         `torch_threads`: torch's CPU threads in the worker (None: torch's default, and torch is not
         imported for it)."""
-        if "<" in factory.__qualname__ or "." in factory.__qualname__:
-            raise ValueError(
-                f"{factory.__qualname__} is not a module-level function: the worker imports its "
-                "factory by name"
-            )
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if torch_threads is not None and torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
         self.name = name
-        self._spec = (factory.__module__, factory.__qualname__, args, torch_threads, max_batch)
+        self._spec = (*factory_spec(factory, torch_threads), args, torch_threads, max_batch)
         self._lock = threading.Lock()  # one writer on the pipe; starts and stops
         self._ids = itertools.count()
         self._run: _Run | None = None
@@ -204,16 +204,9 @@ def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     if not arrived:  # the caller went before sending anything
         return
     (module, name, args, torch_threads, max_batch), *early = arrived
-    try:
-        if torch_threads is not None:
-            import torch
-
-            torch.set_num_threads(torch_threads)
-        function = getattr(importlib.import_module(module), name)(*args)
-    except Exception as error:
-        send_pickle(replies, (False, picklable_error(error)))
+    function = build_function(replies, module, name, args, torch_threads)
+    if function is None:
         return
-    send_pickle(replies, (True, None))
     waiting: deque[tuple[int, Any]] = deque(early)  # items sent before it was built
     while True:
         waiting.extend(frames.read(wait=not waiting))
@@ -225,7 +218,7 @@ def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             results = function([item for _, item in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
-            answer = (item_ids, True, results)
+            answer: tuple[list[int], bool, Any] = (item_ids, True, results)
         except Exception as error:
             answer = (item_ids, False, picklable_error(error))
         send_pickle(replies, answer)

@@ -54,14 +54,8 @@ class WorkerProcess:
         """Starts the worker and sends it the factory; returns at once (see `wait_ready`).
         `torch_threads`: torch's CPU threads in the worker (None: torch's default, and torch is not
         imported for it)."""
-        if "<" in factory.__qualname__ or "." in factory.__qualname__:
-            raise ValueError(
-                f"{factory.__qualname__} is not a module-level function: workers cannot import it"
-            )
-        if torch_threads is not None and torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
         self.name = name
-        self._spec = (factory.__module__, factory.__qualname__, args, torch_threads)
+        self._spec = (*factory_spec(factory, torch_threads), args, torch_threads)
         self._lock = threading.Lock()  # one request on the pipes at a time
         self._child: Child | None = Child.start(name, self._spec)
         self._ready = False  # whether the child has built its function
@@ -113,6 +107,16 @@ class WorkerProcess:
         if self._child is not None:
             self._child.stop()
             self._child = None
+
+
+def factory_spec(factory: Callable, torch_threads: int | None) -> tuple[str, str]:
+    """The module and name a worker imports `factory` by, or a ValueError before any process
+    starts (a nested function, a torch thread count under 1)."""
+    if "<" in factory.__qualname__ or "." in factory.__qualname__:
+        raise ValueError(f"{factory.__qualname__} is not a module-level function: workers cannot import it")
+    if torch_threads is not None and torch_threads < 1:
+        raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
+    return factory.__module__, factory.__qualname__
 
 
 @dataclass
@@ -175,26 +179,37 @@ def picklable_error(error: BaseException) -> BaseException:
         return RuntimeError(f"{type(error).__name__}: {error}\n{text}")
 
 
-def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
-    """The worker's loop: build the function from the first message, then answer each batch."""
-    module, name, args, torch_threads = pickle.load(requests)
+def build_function(
+    replies: IO[bytes], module: str, name: str, args: tuple, torch_threads: int | None
+) -> Callable[[list], list] | None:
+    """In a worker: the factory's function, after telling the parent it is ready; or None after
+    sending it the factory's error."""
     try:
         if torch_threads is not None:
             import torch
 
             torch.set_num_threads(torch_threads)
-        function = getattr(importlib.import_module(module), name)(*args)
+        function: Callable[[list], list] = getattr(importlib.import_module(module), name)(*args)
     except Exception as error:
         send_pickle(replies, (False, picklable_error(error)))
-        return
+        return None
     send_pickle(replies, (True, None))
+    return function
+
+
+def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
+    """The worker's loop: build the function from the first message, then answer each batch."""
+    module, name, args, torch_threads = pickle.load(requests)
+    function = build_function(replies, module, name, args, torch_threads)
+    if function is None:
+        return
     while True:
         try:
             items = pickle.load(requests)
         except EOFError:  # the parent closed the pipe, or died
             return
         try:
-            reply = (True, function(items))
+            reply: tuple[bool, Any] = (True, function(items))
         except Exception as error:
             reply = (False, picklable_error(error))
         send_pickle(replies, reply)
