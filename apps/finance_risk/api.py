@@ -24,9 +24,11 @@ process died). With `--api-key`, every route but health needs `Authorization: Be
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from core_model.serve.api import require_api_key
 from core_model.worker_process import WorkerDied
@@ -57,6 +59,7 @@ Threshold = Annotated[float | None, Query(ge=0.0, le=1.0, description="alert whe
 router = APIRouter(prefix="/finance", tags=["finance"], dependencies=[Depends(require_api_key)])
 open_router = APIRouter(prefix="/finance", tags=["finance"])
 MAX_ALERTS = 1000  # the alert queue's k at most
+M = TypeVar("M", bound=BaseModel)
 
 
 def _http(error: Exception) -> HTTPException:
@@ -65,12 +68,34 @@ def _http(error: Exception) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
 
-@router.post("/score")
-async def score(body: TransactionIn, service: ServiceDep, threshold: Threshold = None) -> ScoreOut:
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI's request body for a route that reads its body itself (`_read`)."""
+    schema = {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
+
+
+async def _read(request: Request, model: type[M]) -> M:
+    """The request's JSON body as `model`, or the 422 FastAPI would give for it."""
+    body = await request.body()
     try:
-        return ScoreOut(**await service.score(body, threshold=threshold))
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        problems = [{**p, "loc": ("body", *p["loc"])} for p in error.errors(include_url=False)]
+        raise RequestValidationError(problems, body=body) from None
+
+
+# The hot path, one transaction at authorisation time, reads its body and writes its answer
+# itself: FastAPI's own parsing of the body and validation of the return value cost 43 of the
+# route's 108 microseconds of framework time a request (in-process, the scorer stubbed out),
+# on an event loop that is busy most of the time at 20 clients. The errors are FastAPI's.
+@router.post("/score", response_model=ScoreOut, openapi_extra=_json_body(TransactionIn))
+async def score(request: Request, service: ServiceDep, threshold: Threshold = None) -> Response:
+    transaction = await _read(request, TransactionIn)
+    try:
+        answer = await service.score(transaction, threshold=threshold)
     except (NoModel, AlreadyScored, WorkerDied) as error:
         raise _http(error) from None
+    return Response(ScoreOut(**answer).model_dump_json(), media_type="application/json")
 
 
 @router.post("/score/batch")

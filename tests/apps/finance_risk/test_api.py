@@ -109,6 +109,21 @@ def test_a_malformed_field_is_a_422_that_names_it_and_stores_nothing(url, settin
     store.close()
 
 
+def test_the_openapi_schema_documents_the_score_body_and_answer(url):
+    operation = httpx.get(f"{url}/openapi.json").json()["paths"]["/finance/score"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["required"]) == {"transaction_id", "customer_id", "terminal_id", "amount", "timestamp"}
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ScoreOut"
+    )
+    assert [parameter["name"] for parameter in operation["parameters"]] == ["threshold"]
+
+
+def test_a_body_that_is_not_json_is_a_422_that_says_so(url):
+    response = httpx.post(f"{url}/finance/score", content=b'{"amount": ', headers=HEADERS, timeout=30)
+    assert response.status_code == 422 and "not valid JSON" in response.json()["error"]["message"]
+
+
 def test_conflicts_limits_and_keys(url, settings):
     post(url, "/finance/score", transaction(31, customer="c3"))
     again = post(url, "/finance/score", transaction(31, customer="c3"))
