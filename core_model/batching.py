@@ -6,22 +6,17 @@
 
 One worker thread takes the first waiting item, then every item already queued behind it (up to
 `max_batch`), and calls the function once for all of them. Callers that arrive while a batch runs
-share the next one. By default it never waits for a batch to fill. With `linger_s`, after a batch
-of n > 1 it waits up to that long for the next batch to reach n again: concurrent callers come
-back at slightly different times, and without it the first one back runs alone while the rest
-queue behind it (8 clients: batches of 7, 1, 1, 7, ...). A lone caller still pays nothing.
+share the next one. It never waits for a batch to fill.
 
-On 2 cores one forward pass of 8 short messages costs far less than 8 passes of one. Customer
-service uses it (intents and slots of concurrent messages, each model in a `WorkerProcess`); the
-fraud scorer, whose process is the bottleneck, lets the process batch instead
-(`batching_worker.py`), so that it never waits for its caller between batches.
+On 2 cores one forward pass of 4 images costs far less than 4 passes of one. Industrial QC uses
+it (concurrent inspections on one torch thread of the server); a model in a process of its own
+batches there instead (`batching_worker.py`: customer service's three models, the fraud scorer).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -36,7 +31,6 @@ class MicroBatcher(Generic[T, R]):
         fn: Callable[[list[T]], list[R]],
         *,
         max_batch: int = 32,
-        linger_s: float = 0.0,
         torch_threads: int | None = None,
         name: str = "batcher",
     ) -> None:
@@ -44,9 +38,7 @@ class MicroBatcher(Generic[T, R]):
         keeps a pass from stalling on a core that the HTTP threads are using."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if linger_s < 0:
-            raise ValueError(f"linger_s must be >= 0, got {linger_s}")
-        self._fn, self._max_batch, self._linger_s = fn, max_batch, linger_s
+        self._fn, self._max_batch = fn, max_batch
         self._torch_threads = torch_threads
         self._queue: queue.SimpleQueue[tuple[T, Future[R]]] = queue.SimpleQueue()
         threading.Thread(target=self._work, name=name, daemon=True).start()
@@ -65,10 +57,8 @@ class MicroBatcher(Generic[T, R]):
             import torch  # per thread: the rest of the process keeps its count
 
             torch.set_num_threads(self._torch_threads)
-        expected = 1  # the last batch's size: how many callers are likely to come back
         while True:
-            batch = self._next_batch(expected)
-            expected = len(batch)
+            batch = self._next_batch()
             try:
                 results = self._fn([item for item, _ in batch])
                 if len(results) != len(batch):
@@ -80,13 +70,11 @@ class MicroBatcher(Generic[T, R]):
             for (_, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
 
-    def _next_batch(self, expected: int) -> list[tuple[T, Future[R]]]:
+    def _next_batch(self) -> list[tuple[T, Future[R]]]:
         batch = [self._queue.get()]
-        deadline = time.monotonic() + self._linger_s if expected > 1 else 0.0
         while len(batch) < self._max_batch:
-            wait = deadline - time.monotonic() if len(batch) < expected else 0.0
             try:
-                batch.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+                batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return batch

@@ -5,21 +5,33 @@ as one batch each time it is free.
     score.wait_ready()                     # raises the factory's own error
     await asyncio.wrap_future(score.submit(command))   # from an event loop, or
     score(command)                          # from any thread: this item's result
+    intents = BatchingWorker(load_intents, "assets/intents", name="cs-intents", linger_s=0.02)
 
-`WorkerProcess` behind a `MicroBatcher` batches on the caller's side: the worker is sent a batch,
-answers it, then waits while the caller reads the answers and gathers the next batch. For the
-fraud scorer under 20 clients on 2 cores, the bottleneck, that wait was 0.4-0.6 ms a pass (median;
-p99 3-7 ms, when the caller's thread waited for its interpreter lock). Here every item goes down
-the pipe the moment it is submitted, and the worker takes everything that has arrived (up to
-`max_batch` a batch) as soon as its last batch is answered: 0.2-0.3 ms between passes (p99 0.5-1.1
-ms). One thread of the caller reads the answers; the worker has one thread, so nothing in it
-competes with the function for its interpreter lock.
+Why a process: a small model's forward pass is mostly Python dispatching tensor operations, and
+that holds the interpreter lock. Several models on threads of one server, and its HTTP threads,
+then queue for one lock while the cores wait; in a worker each model has a lock of its own.
 
-The factory (module-level, as for `WorkerProcess`) runs once in the worker and what it returns is
+Every item goes down the pipe the moment it is submitted, and the worker takes everything that
+has arrived (up to `max_batch` a batch) as soon as its last batch is answered. Batching on the
+caller's side instead (a thread that sends a batch, waits for its answers, then gathers the next)
+left the fraud scorer, the bottleneck under 20 clients on 2 cores, idle 0.4-0.6 ms between passes
+(median; p99 3-7 ms, when that thread waited for the caller's interpreter lock); here 0.2-0.3 ms
+(p99 0.5-1.1 ms). One thread of the caller reads the answers; the worker has one thread, so
+nothing in it competes with the function for its interpreter lock.
+
+With `linger_s`, after a batch of n > 1 the worker waits up to that long for n items before the
+next: concurrent callers come back at slightly different times, and without it the first one
+back runs alone while the rest queue behind it (8 clients: batches of 7, 1, 1, 7, ...). A lone
+caller still pays nothing.
+
+The factory is a module-level function, named by module and name; it and its arguments must
+pickle. It runs once in the worker, with `torch_threads` torch threads, and what it returns is
 called on each batch: a list in, one result per item out. An exception fails every item of its
-batch and the worker serves on. A worker that dies fails every item it was sent and not yet
-answered with `WorkerDied`; the next submit starts a new one. Items and answers travel as pickles
-over the worker's stdin and stdout; its stdout prints land on stderr.
+batch and the worker serves on. A worker that dies (killed, out of memory) fails every item it
+was sent and not yet answered with `WorkerDied`; the next submit starts a new one. Items and
+answers travel as pickles over the worker's stdin and stdout; its stdout prints land on stderr.
+The caller closes its workers when it exits; a worker whose caller dies reads the end of its
+stdin and exits.
 """
 
 from __future__ import annotations
@@ -27,26 +39,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import importlib
 import itertools
 import logging
 import os
 import pickle
 import select
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import IO, Any, Generic, TypeVar
 
-from .worker_process import (
-    Child,
-    WorkerDied,
-    build_function,
-    child_main,
-    factory_spec,
-    picklable_error,
-    send_pickle,
-)
+from .worker_process import Child, WorkerDied, child_main, picklable_error, send_pickle
 
 log = logging.getLogger(__name__)
 PIPE_BYTES = 1 << 20  # the items not yet read that the pipe holds (Linux's unprivileged maximum)
@@ -61,6 +67,7 @@ class BatchingWorker(Generic[T, R]):
         *args: Any,
         name: str,
         max_batch: int = 64,
+        linger_s: float = 0.0,
         torch_threads: int | None = 1,
     ) -> None:
         """Starts the worker and sends it the factory; returns at once (see `wait_ready`).
@@ -68,8 +75,10 @@ class BatchingWorker(Generic[T, R]):
         imported for it)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if linger_s < 0:
+            raise ValueError(f"linger_s must be >= 0, got {linger_s}")
         self.name = name
-        self._spec = (*factory_spec(factory, torch_threads), args, torch_threads, max_batch)
+        self._spec = (*factory_spec(factory, torch_threads), args, torch_threads, max_batch, linger_s)
         self._lock = threading.Lock()  # one writer on the pipe; starts and stops
         self._ids = itertools.count()
         self._run: _Run | None = None
@@ -156,6 +165,34 @@ class _Run:
         self.pending: dict[int, Future[Any]] = {}
 
 
+def factory_spec(factory: Callable, torch_threads: int | None) -> tuple[str, str]:
+    """The module and name a worker imports `factory` by, or a ValueError before any process
+    starts (a nested function, a torch thread count under 1)."""
+    if "<" in factory.__qualname__ or "." in factory.__qualname__:
+        raise ValueError(f"{factory.__qualname__} is not a module-level function: workers cannot import it")
+    if torch_threads is not None and torch_threads < 1:
+        raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
+    return factory.__module__, factory.__qualname__
+
+
+def build_function(
+    replies: IO[bytes], module: str, name: str, args: tuple, torch_threads: int | None
+) -> Callable[[list], list] | None:
+    """In a worker: the factory's function, after telling the parent it is ready; or None after
+    sending it the factory's error."""
+    try:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        function: Callable[[list], list] = getattr(importlib.import_module(module), name)(*args)
+    except Exception as error:
+        send_pickle(replies, (False, picklable_error(error)))
+        return None
+    send_pickle(replies, (True, None))
+    return function
+
+
 def send_frame(pipe: IO[bytes], value: Any) -> None:
     """`value` pickled behind its length (4 bytes, little-endian): what `_Frames` reads."""
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -180,6 +217,18 @@ class _Frames:
             self._fill()
         return frames + self._complete()
 
+    def read_for(self, count: int, seconds: float) -> list[Any]:
+        """The frames complete within `seconds`, returning as soon as there are `count`."""
+        deadline = time.monotonic() + seconds
+        frames = self._complete()
+        while len(frames) < count and not self.ended:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                break
+            self._fill()
+            frames += self._complete()
+        return frames
+
     def _fill(self) -> None:
         data = os.read(self.fd, 1 << 16)
         self.buffer += data
@@ -198,21 +247,25 @@ class _Frames:
 
 def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     """The worker: build the function, then answer everything that has arrived each time it is
-    free, `max_batch` at a time."""
+    free, `max_batch` at a time (after lingering for as many as the last batch had)."""
     frames = _Frames(requests.fileno())
     arrived = frames.read(wait=True)
     if not arrived:  # the caller went before sending anything
         return
-    (module, name, args, torch_threads, max_batch), *early = arrived
+    (module, name, args, torch_threads, max_batch, linger_s), *early = arrived
     function = build_function(replies, module, name, args, torch_threads)
     if function is None:
         return
     waiting: deque[tuple[int, Any]] = deque(early)  # items sent before it was built
+    expected = 1  # the last batch's size: how many callers are likely to come back
     while True:
         waiting.extend(frames.read(wait=not waiting))
         if not waiting:  # the caller closed the pipe, or died
             return
+        if linger_s and len(waiting) < min(expected, max_batch):
+            waiting.extend(frames.read_for(min(expected, max_batch) - len(waiting), linger_s))
         batch = [waiting.popleft() for _ in range(min(max_batch, len(waiting)))]
+        expected = len(batch)
         item_ids = [item_id for item_id, _ in batch]
         try:
             results = function([item for _, item in batch])

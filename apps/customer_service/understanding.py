@@ -5,14 +5,16 @@ from three models that each run in a worker process of their own.
     understood = understanding("I lost my card")    # intent, entities, vector, ms
     knowledge_base = load_or_build(directory, sources, understanding.embeddings)
 
-Each model sits behind a `MicroBatcher`, so concurrent messages share forward passes, and the
-three run at once. They run in processes, not threads (`core_model.worker_process`): their forward
-passes are mostly Python dispatching small tensor operations, and on threads of the server they
-queued for its interpreter lock with each other and with the HTTP threads.
+Each model runs in a `BatchingWorker`, a process of its own that batches the messages waiting
+for it, so concurrent messages share forward passes, and the three run at once. Processes, not
+threads: their forward passes are mostly Python dispatching small tensor operations, and on
+threads of the server they queued for its interpreter lock with each other and with the HTTP
+threads.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,15 +22,15 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
-from core_model.batching import MicroBatcher
-from core_model.worker_process import WorkerProcess
+from core_model.batching_worker import BatchingWorker
 
 from .intents import IntentClassifier, IntentResult
 from .retrieval import EMBEDDER_NAME, MiniLMEmbeddings
 from .settings import CustomerServiceSettings
 from .slots import Entity, SlotExtractor
 
-LINGER_S = 0.02  # how long each model waits to regroup concurrent messages (MicroBatcher)
+LINGER_S = 0.02  # how long each model waits to regroup concurrent messages (BatchingWorker)
+MAX_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -63,37 +65,41 @@ class WorkerEmbeddings(Embeddings):
 
     name = EMBEDDER_NAME  # the same vectors as MiniLMEmbeddings: an index of either serves both
 
-    def __init__(self, worker: WorkerProcess, batcher: MicroBatcher) -> None:
-        self._worker, self._batcher = worker, batcher
+    def __init__(self, worker: BatchingWorker[str, list[float]]) -> None:
+        self._worker = worker
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._worker(list(texts))
+        futures = [self._worker.submit(text) for text in texts]  # MAX_BATCH a pass
+        return [future.result() for future in futures]
 
     def embed_query(self, text: str) -> list[float]:
-        return self._batcher(text)  # shares a pass with concurrent messages
+        return self._worker(text)  # shares a pass with concurrent messages
 
 
 class Understanding:
     def __init__(
-        self, intents: WorkerProcess, slots: WorkerProcess, embedder: WorkerProcess, *, intent_version: str
+        self,
+        intents: BatchingWorker[str, IntentResult],
+        slots: BatchingWorker[str, list[Entity]],
+        embedder: BatchingWorker[str, list[float]],
+        *,
+        intent_version: str,
     ):
-        self._workers = (intents, slots, embedder)
-        self._intents, self._slots, self._embedder = (
-            MicroBatcher(worker, linger_s=LINGER_S, name=worker.name) for worker in self._workers
-        )
-        self.embeddings = WorkerEmbeddings(embedder, self._embedder)
+        self._intents, self._slots, self._embedder = intents, slots, embedder
+        self.embeddings = WorkerEmbeddings(embedder)
         self.intent_version = intent_version  # stored with each prediction
 
     @classmethod
     def start(cls, settings: CustomerServiceSettings) -> Understanding:
         """Starts the three workers and waits until their models have loaded (in parallel); a
         model that fails to load raises its own error here."""
+        start_worker = functools.partial(BatchingWorker, max_batch=MAX_BATCH, linger_s=LINGER_S)
         workers = (
-            WorkerProcess(
+            start_worker(
                 load_intents, settings.intent_adapter, settings.out_of_scope_threshold, name="cs-intents"
             ),
-            WorkerProcess(load_slots, settings.slot_adapter, name="cs-slots"),
-            WorkerProcess(load_embedder, name="cs-embedder"),
+            start_worker(load_slots, settings.slot_adapter, name="cs-slots"),
+            start_worker(load_embedder, name="cs-embedder"),
         )
         try:
             for worker in workers:
@@ -106,10 +112,18 @@ class Understanding:
 
     def __call__(self, text: str) -> Understood:
         started = time.perf_counter()
-        futures = [batcher.submit(text) for batcher in (self._intents, self._slots, self._embedder)]
-        intent, entities, vector = (future.result() for future in futures)
-        return Understood(intent, entities, vector, ms=round((time.perf_counter() - started) * 1000, 2))
+        intent, entities, vector = (
+            self._intents.submit(text),
+            self._slots.submit(text),
+            self._embedder.submit(text),
+        )  # the three at once
+        return Understood(
+            intent.result(),
+            entities.result(),
+            vector.result(),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
     def close(self) -> None:
-        for worker in self._workers:
+        for worker in (self._intents, self._slots, self._embedder):
             worker.close()

@@ -49,30 +49,6 @@ def test_an_error_reaches_every_caller_of_the_batch_and_the_worker_goes_on():
     assert batcher(3) == 3
 
 
-def test_after_a_batch_of_n_it_lingers_for_n_callers_that_come_back_at_different_times():
-    sizes, release = [], threading.Event()
-
-    def record(items):
-        sizes.append(len(items))
-        if len(sizes) == 1:
-            release.wait(timeout=5)
-        return items
-
-    batcher = MicroBatcher(record, linger_s=1.0)
-    first = batcher.submit(0)
-    while not sizes:  # the first batch (1 item: nothing to linger for) is running
-        threading.Event().wait(0.01)
-    queued = [batcher.submit(i) for i in (1, 2, 3)]
-    release.set()
-    assert [f.result(timeout=5) for f in [first, *queued]] == [0, 1, 2, 3]
-    staggered = []
-    for i in (4, 5, 6):  # without lingering: a batch of 1, then one of 2
-        staggered.append(batcher.submit(i))
-        threading.Event().wait(0.05)
-    assert [f.result(timeout=5) for f in staggered] == [4, 5, 6]
-    assert sizes == [1, 3, 3]
-
-
 def test_the_worker_sets_its_own_torch_threads_and_leaves_the_callers():
     import torch
 
@@ -80,8 +56,3 @@ def test_the_worker_sets_its_own_torch_threads_and_leaves_the_callers():
     batcher = MicroBatcher(lambda items: [torch.get_num_threads() for _ in items], torch_threads=1)
     assert batcher(0) == 1
     assert torch.get_num_threads() == before
-
-
-def test_a_negative_linger_is_refused():
-    with pytest.raises(ValueError, match="linger_s must be >= 0"):
-        MicroBatcher(lambda items: items, linger_s=-1)

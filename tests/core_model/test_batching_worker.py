@@ -5,6 +5,8 @@ arrived each time it is free.
 """
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -107,3 +109,63 @@ def test_bad_settings_are_refused_before_any_process_starts():
         BatchingWorker(local_factory, name="test-local")
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         BatchingWorker(batch_reporter, 1, name="test-zero", max_batch=0)
+    with pytest.raises(ValueError, match="linger_s must be >= 0"):
+        BatchingWorker(batch_reporter, 1, name="test-linger", linger_s=-1)
+
+
+def test_after_a_batch_of_n_the_worker_lingers_for_n_items_and_a_lone_one_runs_alone():
+    linger_s = SLOW_S / 2
+    worker = BatchingWorker(
+        batch_reporter, 1, name="test-linger", max_batch=8, linger_s=linger_s, torch_threads=None
+    )
+    try:
+        assert worker(1)[1] == 1  # the last batch held one: no lingering
+        slow = worker.submit("slow")
+        time.sleep(SLOW_S / 3)
+        pair = [worker.submit(2), worker.submit(3)]  # queued behind "slow": a batch of 2
+        slow.result()
+        assert [future.result()[1] for future in pair] == [2, 2]
+        first = worker.submit(4)
+        time.sleep(linger_s / 5)  # the second caller comes back a little later ...
+        second = worker.submit(5)
+        assert [first.result()[1], second.result()[1]] == [2, 2]  # ... and shares the first's batch
+        started = time.monotonic()
+        assert worker(6)[1] == 1  # alone: waited for a second that never came
+        waited = time.monotonic() - started
+        started = time.monotonic()
+        assert worker(7)[1] == 1  # after a batch of one, no waiting
+        assert waited >= linger_s * 0.9 and time.monotonic() - started < linger_s / 2
+    finally:
+        worker.close()
+
+
+def test_the_worker_exits_when_its_caller_is_killed():
+    caller = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from core_model.batching_worker import BatchingWorker\n"
+            "from tests.core_model.test_batching_worker import batch_reporter\n"
+            "w = BatchingWorker(batch_reporter, 2, name='orphan', torch_threads=None)\n"
+            "print(w(1)[0], flush=True)\n"
+            "import time; time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker_pid = int(caller.stdout.readline())
+    caller.kill()
+    caller.wait()
+    deadline = time.monotonic() + 10
+    while running(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(worker_pid)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` exists and has not exited (an exited orphan may stay a zombie here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
