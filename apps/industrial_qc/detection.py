@@ -137,6 +137,7 @@ def boxes_from_cells(
     cell_size: int,
     threshold: float = 0.5,
     nms_iou: float = 0.5,
+    soft_nms_sigma: float | None = None,
     max_candidates: int = 300,
 ) -> Boxes:
     """One image's predicted boxes from its cells' label probabilities [P, C + 1] and box
@@ -145,7 +146,9 @@ def boxes_from_cells(
     Every cell whose probability of a class reaches `threshold` proposes its own box for that
     class (its centre and the distances it predicts), scored by that probability times its
     `centredness`; the best `max_candidates` proposals go through non-maximum suppression per
-    class. Boxes come out by falling score, in pixels of the model's input image.
+    class. Boxes come out by falling score, in pixels of the model's input image. With
+    `soft_nms_sigma`, Soft-NMS (`soft_nms`) lowers overlapping boxes' scores instead of removing
+    them: what mAP is measured with besides (it ranks every proposal), not what serving shows.
 
     The centredness ranks a box proposed from near its middle above one from its rim, whose far
     edges the cell can barely see: on NEU-DET's val split it took val mAP50 from 0.383 to 0.436
@@ -163,7 +166,13 @@ def boxes_from_cells(
     keep = []
     for label in np.unique(label_N):
         of_label = np.nonzero(label_N == label)[0]
-        keep.append(of_label[nms(boxes_P4[cell_N[of_label]], scores_N[of_label], iou_threshold=nms_iou)])
+        if soft_nms_sigma is None:
+            keep.append(of_label[nms(boxes_P4[cell_N[of_label]], scores_N[of_label], iou_threshold=nms_iou)])
+        else:
+            kept, scores_N[of_label] = soft_nms(
+                boxes_P4[cell_N[of_label]], scores_N[of_label], sigma=soft_nms_sigma
+            )
+            keep.append(of_label[kept])
     kept = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
     kept = kept[np.argsort(-scores_N[kept], kind="stable")]
     return Boxes(boxes_P4[cell_N[kept]], label_N[kept], scores_N[kept])
@@ -191,6 +200,29 @@ def nms(boxes_N4: np.ndarray, scores_N: np.ndarray, *, iou_threshold: float) -> 
             keep.append(int(i))
             suppressed |= iou_NN[i] > iou_threshold
     return np.array(keep, dtype=np.int64)
+
+
+def soft_nms(
+    boxes_N4: np.ndarray, scores_N: np.ndarray, *, sigma: float, min_score: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian Soft-NMS (Bodla et al., https://arxiv.org/abs/1704.04503): each box in turn, by
+    falling score, multiplies the scores of the boxes not yet taken by exp(-IoU^2 / sigma). The
+    indices of the boxes whose score stays at least `min_score`, in the order taken, and every
+    box's score after [N]. On NEU-DET's val split, the model shipped before the cell tower: mAP50
+    0.439 -> 0.478 at sigma 0.3 (0.473 at 0.5; test 0.356 -> 0.387); the shipped one, test 0.397
+    -> 0.434."""
+    scores = np.array(scores_N, dtype=np.float64)
+    iou_NN = box_iou(boxes_N4, boxes_N4)
+    waiting = np.ones(len(scores), dtype=bool)
+    keep: list[int] = []
+    while waiting.any():
+        i = int(np.argmax(np.where(waiting, scores, -np.inf)))
+        if scores[i] < min_score:
+            break
+        keep.append(i)
+        waiting[i] = False
+        scores[waiting] *= np.exp(-(iou_NN[i, waiting] ** 2) / sigma)
+    return np.array(keep, dtype=np.int64), scores
 
 
 def box_iou(boxes_N4: np.ndarray, boxes_M4: np.ndarray) -> np.ndarray:

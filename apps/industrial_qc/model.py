@@ -32,6 +32,7 @@ channels at the cells' stride.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,9 @@ class QCModelConfig:
     # Pixels a side of a localisation cell, a power of two up to patch_size: a cell reads its
     # patch's state and the stem's map of its stride. None: one cell per patch.
     cell_size: int | None = None
+    # 3x3 convolutions over the grid of cells before the cell heads (residual, as FCOS's head
+    # tower): each cell reads its neighbours at the cells' resolution, where edges are placed.
+    cell_tower: int = 2
     hidden_size: int = 160
     layers: int = 6
     heads: int = 4
@@ -91,9 +95,10 @@ class QCModelConfig:
 
     @classmethod
     def from_card(cls, card: dict[str, Any]) -> QCModelConfig:
-        """The config in a saved model's card (config.json), ignoring fields it does not know."""
+        """The config in a saved model's card (config.json), ignoring fields it does not know; a
+        card without `cell_tower` predates it (0)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in card["model"].items() if k in known})
+        return cls(**{"cell_tower": 0} | {k: v for k, v in card["model"].items() if k in known})
 
     @classmethod
     def preset(cls, name: str) -> QCModelConfig:
@@ -138,7 +143,7 @@ class QCModelConfig:
 
 PRESETS = {
     # The fast tests: 32-px images, a 4 x 4 grid of 8-px patches, 4-px cells (finer than a
-    # patch, as at "small"), 26 k parameters.
+    # patch, as at "small"), 45 k parameters.
     "tiny": QCModelConfig(
         image_size=32,
         patch_size=8,
@@ -149,7 +154,7 @@ PRESETS = {
         heads=2,
         experts=4,
     ),
-    # The real one: 2.8 M parameters. NEU-DET images are 200 px; 192 px with 16-px patches gives
+    # The real one: 3.2 M parameters. NEU-DET images are 200 px; 192 px with 16-px patches gives
     # a 12 x 12 grid (144 tokens), so attention stays cheap on a 2-core CPU (an epoch of the
     # 1,440 training images about 40 s, a quarter of it the stem); 8-px patches (576 tokens)
     # cost 4-6x that. Localisation cells are 8 px (24 x 24) because NEU's boxes are small
@@ -185,6 +190,7 @@ class QCModel(nn.Module):
             hidden_size=D, num_labels=config.num_classes, pooling="mean", dropout=config.dropout
         )
         self.cell_skip = nn.Conv2d(config.stem_channels[config.cell_stage], D, kernel_size=1)
+        self.cell_tower = nn.Sequential(*(conv_norm_gelu(D) for _ in range(config.cell_tower)))
         self.localiser = TokenClassificationHead(
             hidden_size=D,
             num_labels=config.num_classes + 1,
@@ -208,7 +214,7 @@ class QCModel(nn.Module):
         x_BCSS = (images_BCSS - self.pixel_mean) / self.pixel_std
         tokens_BPD, _, stem_maps = self.embedder.encode(x_BCSS)
         hidden_BPD = self.trunk(tokens_BPD, causal=False)
-        cells_BQD = self.fuse_cells(hidden_BPD, stem_maps[self.config.cell_stage])
+        cells_BQD = self.refine_cells(self.fuse_cells(hidden_BPD, stem_maps[self.config.cell_stage]))
         cell_logits_BQL, distances_BQ4 = self.localiser(cells_BQD), self.boxer(cells_BQD)
         return self.classify(hidden_BPD), cell_logits_BQL, box_distances(distances_BQ4, self.config)
 
@@ -221,6 +227,16 @@ class QCModel(nn.Module):
         cells_BDQQ = F.gelu(up_BDQQ + self.cell_skip(stem_map_BWQQ))
         return cells_BDQQ.flatten(2).transpose(1, 2)
 
+    def refine_cells(self, cells_BQD: torch.Tensor) -> torch.Tensor:
+        """The cells [B, Q, D] plus what `cell_tower` reads of their neighbourhoods (each 3x3
+        layer one cell further): on NEU-DET, 12 epochs, val mAP50 0.280 -> 0.387 with two layers
+        (test 0.289 -> 0.321)."""
+        if not len(self.cell_tower):
+            return cells_BQD
+        side = self.config.cells_per_side
+        grid_BDQQ = cells_BQD.transpose(1, 2).reshape(-1, cells_BQD.shape[-1], side, side)
+        return cells_BQD + self.cell_tower(grid_BDQQ).flatten(2).transpose(1, 2)
+
     def classify(self, hidden_BPD: torch.Tensor) -> torch.Tensor:
         """The class head's own sum for "mean" pooling with no padding (a test checks they agree).
 
@@ -229,6 +245,15 @@ class QCModel(nn.Module):
         all its patches, so the mean needs no mask.
         """
         return self.classifier.classifier(self.classifier.dropout(hidden_BPD.mean(dim=1)))
+
+
+def conv_norm_gelu(channels: int) -> nn.Sequential:
+    """A 3x3 convolution (same size), GroupNorm (up to 8 groups) and GELU."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+        nn.GroupNorm(math.gcd(8, channels), channels),
+        nn.GELU(),
+    )
 
 
 def box_distances(raw_BQ4: torch.Tensor, config: QCModelConfig) -> torch.Tensor:

@@ -23,6 +23,7 @@ from apps.industrial_qc.detection import (
     nms,
     patch_assignment,
     per_class_recall,
+    soft_nms,
 )
 
 
@@ -138,6 +139,22 @@ def test_nms_removes_a_duplicate_of_the_same_place():
     boxes_N4 = np.array([[0, 0, 10, 10], [1, 0, 10, 10], [20, 20, 30, 30]])
     keep = nms(boxes_N4, np.array([0.6, 0.9, 0.5]), iou_threshold=0.5)
     assert keep.tolist() == [1, 2]
+
+
+def test_soft_nms_lowers_an_overlapping_box_by_its_overlap_instead_of_removing_it():
+    boxes_N4 = np.array([[0, 0, 10, 10], [1, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]])
+    keep, scores_N = soft_nms(boxes_N4, np.array([0.6, 0.9, 0.5, 0.0011]), sigma=0.5)
+    iou = 90 / 100
+    assert keep.tolist() == [1, 2, 0]  # box 0, lowered, now after box 2; box 3 under min_score (1e-3)
+    assert scores_N[:3] == pytest.approx([0.6 * math.exp(-(iou**2) / 0.5), 0.9, 0.5])
+    # Two cells of a 2 x 2 grid each propose the whole image: hard NMS keeps one, Soft-NMS both.
+    probs_PL, distances_P4 = (
+        probs_with({(0, 0, 1): 0.9, (0, 1, 1): 0.8}, grid=2, labels=2),
+        torch.full((4, 4), 16.0),
+    )
+    assert len(boxes_from_cells(probs_PL, distances_P4, cell_size=8, threshold=0.5)) == 1
+    found = boxes_from_cells(probs_PL, distances_P4, cell_size=8, threshold=0.5, soft_nms_sigma=0.5)
+    assert found.scores_N.tolist() == pytest.approx([0.9, 0.8 * math.exp(-1 / 0.5)])
 
 
 def test_iou_values():

@@ -182,6 +182,19 @@ def test_save_and_load_give_the_same_outputs(tmp_path):
             assert torch.equal(before, after)
 
 
+def test_a_card_from_before_the_cell_tower_loads_the_model_it_was_saved_from(tmp_path):
+    model = QCModel(replace(CONFIG, cell_tower=0)).eval()
+    save_qc_model(model, tmp_path / "qc", class_names=[str(i) for i in range(CONFIG.num_classes)])
+    card = json.loads((tmp_path / "qc" / "config.json").read_text())
+    del card["model"]["cell_tower"]
+    (tmp_path / "qc" / "config.json").write_text(json.dumps(card))
+    loaded, _ = load_qc_model(tmp_path / "qc")
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(images)[1], loaded(images)[1])
+    assert QCModelConfig().cell_tower == 2  # new models get the tower
+
+
 def test_int8_weights_take_a_third_of_the_bytes_and_keep_the_outputs(tmp_path):
     torch.manual_seed(0)
     model = QCModel(QCModelConfig.preset("small")).eval()

@@ -83,7 +83,7 @@ def test_evaluation_agrees_with_the_models_predictions(neu):
     assert report.images == len(neu.test)
     assert report.accuracy == pytest.approx(float((predicted == batch.labels_B).float().mean()))
     assert set(report.recall) == set(neu.classes) and set(report.ap50) == set(neu.classes)
-    assert 0.0 <= report.map50 <= 1.0
+    assert 0.0 <= report.map50 <= 1.0 and 0.0 <= report.map50_soft_nms <= 1.0
 
 
 def test_read_splits_of_class_folders_without_a_split_file(tmp_path):
