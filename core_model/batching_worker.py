@@ -79,7 +79,12 @@ class BatchingWorker(Generic[T, R]):
             raise ValueError(f"linger_s must be >= 0, got {linger_s}")
         self.name = name
         self._spec = (*factory_spec(factory, torch_threads), args, torch_threads, max_batch, linger_s)
-        self._lock = threading.Lock()  # one writer on the pipe; starts and stops
+        self._lock = threading.Lock()  # the run and its pending items; starts and stops
+        # One writer on the pipe at a time. Not `_lock`: a write waits while the pipe is full, and
+        # the answer reader, which needs `_lock`, must go on reading meanwhile, or a worker blocked
+        # writing a large answer never reads the items that would free the pipe (a deadlock
+        # reproduced with 3 MB of items sent in a burst and 200 ms batches).
+        self._write_lock = threading.Lock()
         self._ids = itertools.count()
         self._run: _Run | None = None
         self._start()
@@ -110,8 +115,9 @@ class BatchingWorker(Generic[T, R]):
             run = self._run or self._start()
             item_id = next(self._ids)
             run.pending[item_id] = future
-            with contextlib.suppress(OSError):  # a dead worker: its answer reader fails the item
-                send_frame(run.child.requests, (item_id, item))
+        # A dead or closed worker (OSError, ValueError): its answer reader fails the item.
+        with self._write_lock, contextlib.suppress(OSError, ValueError):
+            send_frame(run.child.requests, (item_id, item))
         return future
 
     def __call__(self, item: T) -> R:

@@ -7,6 +7,7 @@ arrived each time it is free.
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -30,6 +31,14 @@ def batch_reporter(factor):
             time.sleep(SLOW_S)
         print("noise on stdout")  # must not reach the answers
         return [(os.getpid(), len(items), item * factor) for item in items]
+
+    return run
+
+
+def slow_echo(seconds):
+    def run(items):
+        time.sleep(seconds)  # a model's pass: items keep arriving meanwhile
+        return [item * 3 for item in items]
 
     return run
 
@@ -70,6 +79,24 @@ def test_submitting_to_a_busy_worker_returns_at_once_even_past_64_kb(worker):
     assert time.monotonic() - started < SLOW_S / 3
     slow.result()
     assert big.result()[2] == "x" * 900_000
+
+
+def test_items_submitted_faster_than_the_worker_reads_them_all_come_back():
+    # 3 MB of items from one thread, batches of 64 taking 20 ms and answered with 192 kB each: the
+    # item pipe (1 MB) fills during a batch, the answer pipe (64 kB) with each answer, and neither
+    # side may wait for the other.
+    worker = BatchingWorker(slow_echo, 0.02, name="test-flood", max_batch=64, torch_threads=None)
+    futures: list = []
+    sender = threading.Thread(
+        target=lambda: futures.extend(worker.submit("x" * 1_000) for _ in range(3_000)), daemon=True
+    )
+    try:
+        sender.start()
+        sender.join(timeout=60)
+        assert not sender.is_alive(), "submit blocked for good"
+        assert all(future.result(timeout=60) == "x" * 3_000 for future in futures)
+    finally:
+        worker.close()
 
 
 def test_an_error_fails_every_item_of_its_batch_and_the_worker_serves_on(worker):
