@@ -268,8 +268,8 @@ def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
         waiting.extend(frames.read(wait=not waiting))
         if not waiting:  # the caller closed the pipe, or died
             return
-        if linger_s and len(waiting) < min(expected, max_batch):
-            waiting.extend(frames.read_for(min(expected, max_batch) - len(waiting), linger_s))
+        if linger_s and len(waiting) < expected:  # expected <= max_batch: a batch's size
+            waiting.extend(frames.read_for(expected - len(waiting), linger_s))
         batch = [waiting.popleft() for _ in range(min(max_batch, len(waiting)))]
         expected = len(batch)
         item_ids = [item_id for item_id, _ in batch]
