@@ -1,7 +1,7 @@
 """Box-aware augmentation of inspection images, for training from scratch: flips, 90-degree turns,
 brightness and contrast jitter, and an optional random crop resized back that keeps (clipped) boxes.
 
-    augment = Augment(AugmentConfig.preset("default"))
+    augment = Augment(AugmentConfig.preset("directional"))
     image_3HW, boxes_N4, labels_N = augment(image_3HW, boxes_N4, labels_N, generator=generator)
     dataset = InspectionDataset(records, classes=classes, size=192, augment=augment)
 
@@ -9,8 +9,9 @@ Tensors in, tensors out: an image float32 [3, H, W] in [0, 1], boxes [N, 4] as x
 continuous pixel coordinates (a box covers pixels x0..x1-1, as in dataset.py), and their class
 indices [N]. Every random draw comes from the `generator` passed in, so the same generator state gives
 the same result. Turns by 90 or 270 degrees swap H and W; feed square images to keep shapes fixed.
-Surface defects have no "up", so every flip and turn gives a plausible part. This module knows nothing
-of files or classes' names.
+Surface defects have no "up", so every flip gives a plausible part; a quarter turn does too unless
+the product has a direction (rolled steel, woven fabric, wood grain), along which its defects run:
+the "directional" preset keeps it. This module knows nothing of files or classes' names.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ PRESETS = {
     "none": AugmentConfig(hflip=0.0, vflip=0.0, rotate90=False, brightness=0.0, contrast=0.0),
     "default": AugmentConfig(),
     "strong": AugmentConfig(brightness=0.15, contrast=0.2, crop=0.5),
+    # "strong" without quarter turns, for products with a direction: NEU-DET's steel strip is
+    # rolled, and no camera sees it turned. TrainingConfig's recipe for 60 epochs (seed 0): test
+    # mAP50 0.546, val 0.669, against 0.503 and 0.617 with "strong" (README, industrial QC).
+    "directional": AugmentConfig(rotate90=False, brightness=0.15, contrast=0.2, crop=0.5),
 }
 
 

@@ -43,7 +43,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size, help="(%(default)s)")
     train.add_argument("--lr", type=float, default=TrainingConfig.lr, help="peak learning rate (%(default)s)")
     train.add_argument(
-        "--augment", default=TrainingConfig.augment, help="none, default or strong (%(default)s)"
+        "--augment", default=TrainingConfig.augment, help="none, default, strong or directional (%(default)s)"
     )
     train.add_argument("--seed", type=int, default=TrainingConfig.seed)
     train.add_argument("--limit", type=int, help="at most this many images per split (a smoke run)")

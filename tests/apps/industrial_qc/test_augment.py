@@ -111,6 +111,19 @@ def test_augment_is_reproducible_with_the_same_generator_and_moves_the_box():
         assert out_N4[0].tolist() == bright_extent(out_3HW)  # no crop in the default: exact
 
 
+@pytest.mark.parametrize(("preset", "may_turn"), [("strong", True), ("directional", False)])
+def test_only_a_preset_with_quarter_turns_stands_a_horizontal_scratch_upright(preset, may_turn):
+    image_3HW, boxes_14 = bright_rectangle(H=32, W=32, box=(4, 14, 28, 18))
+    augment = Augment(AugmentConfig.preset(preset))
+    upright = []
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        _, out_N4, _ = augment(image_3HW, boxes_14, torch.tensor([0]), generator=generator)
+        x0, y0, x1, y1 = out_N4[0].tolist()
+        upright.append(y1 - y0 > x1 - x0)
+    assert any(upright) == may_turn
+
+
 def test_the_none_preset_changes_nothing():
     image_3HW, boxes_14 = bright_rectangle()
     out = Augment(AugmentConfig.preset("none"))(
