@@ -10,8 +10,8 @@ continuous pixel coordinates (a box covers pixels x0..x1-1, as in dataset.py), a
 indices [N]. Every random draw comes from the `generator` passed in, so the same generator state gives
 the same result. Turns by 90 or 270 degrees swap H and W; feed square images to keep shapes fixed.
 Surface defects have no "up", so every flip gives a plausible part; a quarter turn does too unless
-the product has a direction (rolled steel, woven fabric, wood grain), along which its defects run:
-the "directional" preset keeps it. This module knows nothing of files or classes' names.
+the product has a direction that every camera sees the same way (rolled steel, woven fabric, wood
+grain): the "directional" preset leaves the turns out. This module knows nothing of files or classes' names.
 """
 
 from __future__ import annotations
